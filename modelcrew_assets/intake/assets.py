@@ -1,0 +1,20 @@
+"""The user's inputs as an asset the graph starts from, and the job that builds everything below it."""
+
+import dagster as dg
+
+from modelcrew_assets.partitions import models_partitions
+
+model_uploads = dg.AssetSpec(
+    "model_uploads",
+    description="A model's uploads: manifest (model.toml), face image(s) and target photos under uploads/<model>/.",
+    partitions_def=models_partitions,
+    group_name="intake",
+    kinds={"s3"},
+)
+
+model_pipeline_job = dg.define_asset_job(
+    name="model_pipeline",
+    description="Everything downstream of a model's uploads, for one model partition.",
+    selection=dg.AssetSelection.assets(model_uploads.key).downstream(include_self=False),
+    partitions_def=models_partitions,
+)

@@ -1,0 +1,34 @@
+"""How a deployment chooses its mode and credentials: environment variables only, read in one place."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+DRY_RUN_ENV = "MODELCREW_DRY_RUN"
+STORAGE_URL_ENV = "MODELCREW_STORAGE_URL"
+
+
+class MissingCredentialError(RuntimeError):
+    """Live mode without the credential a paid service needs; raised before anything is spent."""
+
+
+def dry_run_from_env() -> bool:
+    """Dry-run only when asked for explicitly (MODELCREW_DRY_RUN=1/true/yes); never implied."""
+    return os.environ.get(DRY_RUN_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def env_if_set(name: str) -> dg.EnvVar | None:
+    """Bind a setting to an env var only when it is set, so an unused service does not block every run;
+    the resource that needs it raises MissingCredentialError naming the variable."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def require_credential(value: str | None, env_name: str, service: str) -> str:
+    if not value:
+        raise MissingCredentialError(
+            f"{service} needs {env_name} in live mode; set it in the environment, "
+            f"or set {DRY_RUN_ENV}=1 to run with simulated providers at no cost"
+        )
+    return value

@@ -1,0 +1,44 @@
+"""Builders for test inputs: manifests and a model's uploads laid out as DESIGN.md describes."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageOps
+
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.storage_keys import face_prefix, manifest_key, targets_prefix
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def manifest_text(name: str = "blondie", trigger: str = "blondie", extra: str = "") -> str:
+    return (
+        f'[model]\nname = "{name}"\ntrigger = "{trigger}"\nclass_word = "woman"\n\n'
+        '[consent]\nattested_by = "studio@example.com"\nbasis = "synthetic"\n' + extra
+    )
+
+
+def target_variants(face: Image.Image, count: int) -> list[Image.Image]:
+    """Distinct photos with the same face: crops, mirrors and tone shifts of one portrait."""
+    variants = []
+    for index in range(count):
+        crop = 8 * (index % 5)
+        image = face.crop((crop, crop, face.width - crop, face.height - crop))
+        if index % 2:
+            image = ImageOps.mirror(image)
+        variants.append(image.point(lambda value, shift=index: min(255, value + shift)))
+    return variants
+
+
+def upload_model(
+    storage: StorageResource, face: Image.Image, name: str = "blondie", targets: int = 3, manifest: str | None = None
+) -> None:
+    storage.put_bytes(manifest_key(name), (manifest or manifest_text(name, name)).encode())
+    storage.put_bytes(face_prefix(name) + "face.jpg", jpeg_bytes(face))
+    for index, image in enumerate(target_variants(face, targets)):
+        storage.put_bytes(f"{targets_prefix(name)}target-{index:03d}.jpg", jpeg_bytes(image))

@@ -1,0 +1,48 @@
+"""Shared fixtures: storages (local and moto S3), face images, model uploads, a Dagster instance."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets_tests.fakes.aws_env import use_test_aws_environment
+
+# Fakes register their fixtures here, one module each.
+pytest_plugins = [
+    "modelcrew_assets_tests.fakes.s3",
+]
+
+use_test_aws_environment()
+for _credential in ("MAXSTUDIO_API_KEY", "CAPTION_API_KEY", "RUNPOD_API_KEY", "MODELCREW_DRY_RUN"):
+    os.environ.pop(_credential, None)
+
+
+@pytest.fixture
+def local_storage(tmp_path: Path) -> StorageResource:
+    return StorageResource(url=f"file://{tmp_path / 'storage'}")
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest) -> StorageResource:
+    """The same test against local disk and against S3 (moto server)."""
+    return request.getfixturevalue(f"{request.param}_storage")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Image.Image:
+    """scikit-image's astronaut: a public-domain portrait (NASA) with one clear face."""
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
