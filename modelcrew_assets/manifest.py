@@ -85,9 +85,27 @@ class GenerationSection(_Section):
     seeds: Literal["auto"] | tuple[int, ...] = "auto"
 
 
+class PlatformSize(_Section):
+    """A custom export target; ui_top/ui_bottom are the fractions of the height the app's UI covers."""
+
+    width: int = Field(ge=64, le=8192)
+    height: int = Field(ge=64, le=8192)
+    ui_top: float = Field(default=0.0, ge=0.0, le=0.4)
+    ui_bottom: float = Field(default=0.0, ge=0.0, le=0.4)
+
+
 class ExportSection(_Section):
     platforms: tuple[str, ...] = ("instagram_feed", "tiktok")
+    custom_platforms: dict[str, PlatformSize] = Field(default_factory=dict)
     watermark: str | None = None
+    watermark_logo: str | None = None  # a PNG under uploads/<model>/, e.g. "logo.png"; wins over the text
+    watermark_position: Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"] = "bottom-right"
+    watermark_opacity: float = Field(default=0.7, gt=0.0, le=1.0)
+    watermark_margin: float = Field(default=0.03, ge=0.0, le=0.2)  # fraction of the image width
+    watermark_width: float = Field(default=0.22, ge=0.02, le=0.9)  # fraction of the image width
+    creator: str | None = None  # XMP dc:creator; the model's name when unset
+    hashtags: tuple[str, ...] = ()
+    jpeg_quality: int = Field(default=88, ge=60, le=100)
 
 
 class ModelSpec(_Section):
@@ -141,7 +159,7 @@ def _field_name(location: list) -> str:
     if not section:
         return "(top level)"
     if len(section) == 1:
-        return f"[{section[0]}]" if section[0] in ModelSpec.model_fields else section[0]
+        return f"[{section[0]}]"
     return f"[{section[0]}].{'.'.join(section[1:])}"
 
 

@@ -1,0 +1,34 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from modelcrew_assets.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    repository = defs.get_repository_def()
+    assert repository.get_sensor_def("model_uploads_sensor")
+    assert repository.get_job("model_pipeline")
+
+
+def test_every_asset_is_partitioned_by_models():
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.partitions_def is not None and spec.partitions_def.name == "models", spec.key
+
+
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    dagster = Path(sys.executable).with_name("dagster")
+    completed = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env={"DAGSTER_HOME": str(tmp_path), "PATH": str(dagster.parent), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
