@@ -32,3 +32,17 @@ def require_credential(value: str | None, env_name: str, service: str) -> str:
             f"or set {DRY_RUN_ENV}=1 to run with simulated providers at no cost"
         )
     return value
+
+
+def int_from_env(name: str, default: int) -> int:
+    """A positive whole-number setting (a limit), or its default when the variable is unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} is not a positive whole number; fix or unset it (default {default})")
+    return value

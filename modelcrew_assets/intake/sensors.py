@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from modelcrew_assets.intake.assets import model_pipeline_job, model_uploads
-from modelcrew_assets.intake.upload_scan import ModelUploads, group_uploads
+from modelcrew_assets.intake.upload import UploadError
+from modelcrew_assets.intake.upload_scan import ModelUploads, group_uploads, is_junk_name
+from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, unpack_model_zip
 from modelcrew_assets.manifest import ManifestError, ModelSpec, parse_manifest
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import UPLOADS, upload_prefix
+from modelcrew_assets.resources.storage_backends import StoredObject
+from modelcrew_assets.storage_keys import MODEL_SLUG, UPLOADS, manifest_key, upload_prefix
 
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -24,17 +27,20 @@ class UploadsCursor:
 
     fingerprints: dict[str, str] = field(default_factory=dict)
     invalid_folders: list[str] = field(default_factory=list)
+    # uploads/<model>.zip key -> etag once unpacked, "etag|manifest etag" when refused: read once per version.
+    zips: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str | None) -> UploadsCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(data.get("fingerprints", {}), data.get("invalid_folders", []))
+        return cls(data.get("fingerprints", {}), data.get("invalid_folders", []), data.get("zips", {}))
 
     def serialize(self) -> str:
         return json.dumps(
-            {"fingerprints": self.fingerprints, "invalid_folders": self.invalid_folders}, sort_keys=True
+            {"fingerprints": self.fingerprints, "invalid_folders": self.invalid_folders, "zips": self.zips},
+            sort_keys=True,
         )
 
 
@@ -86,13 +92,16 @@ def model_uploads_sensor(
     context: dg.SensorEvaluationContext, storage: StorageResource
 ) -> dg.SensorResult | dg.SkipReason:
     cursor = UploadsCursor.parse(context.cursor)
-    listing = group_uploads(storage.list(f"{UPLOADS}/"))
+    problems: list[str] = []
+    objects = list(storage.list(f"{UPLOADS}/"))
+    if unpack_new_zips(context, storage, objects, cursor, problems):
+        objects = list(storage.list(f"{UPLOADS}/"))
+    listing = group_uploads(objects)
     known_partitions = set(context.instance.get_dynamic_partitions(models_partitions.name))
 
     new_partitions: list[str] = []
     run_requests: list[dg.RunRequest] = []
     observations: list[dg.AssetObservation] = []
-    problems: list[str] = []
 
     for folder in listing.invalid_folders:
         if folder not in cursor.invalid_folders:
@@ -136,3 +145,43 @@ def model_uploads_sensor(
         asset_events=observations,
         cursor=cursor.serialize(),
     )
+
+
+def unpack_new_zips(
+    context: dg.SensorEvaluationContext,
+    storage: StorageResource,
+    objects: list[StoredObject],
+    cursor: UploadsCursor,
+    problems: list[str],
+) -> bool:
+    """Unpack each new or changed uploads/<model>.zip into uploads/<model>/ (the zip stays as uploaded).
+    Returns whether anything was written; the model's own fingerprint then decides about a run, so the
+    same photos zipped again start nothing."""
+    limits = ZipLimits.from_env()
+    etags = {obj.key: obj.etag for obj in objects}
+    wrote = False
+    for obj in objects:
+        folder, _, name = obj.key.partition("/")[2].rpartition("/")
+        if folder or not name.lower().endswith(".zip") or is_junk_name(name):
+            continue
+        model = name[: -len(".zip")]
+        # A refused zip is retried when it changes, or when a model.toml it lacked arrives beside it.
+        refused_state = f"{obj.etag}|{etags.get(manifest_key(model), '')}"
+        if cursor.zips.get(obj.key) in (obj.etag, refused_state):
+            continue
+        cursor.zips[obj.key] = refused_state
+        if not MODEL_SLUG.fullmatch(model):
+            problems.append(f"{obj.key}: {model!r} is not a valid model name (use a-z, 0-9, '_', '-'); rename the zip")
+            continue
+        try:
+            report = unpack_model_zip(storage, model, storage.get_bytes(obj.key), obj.key, limits)
+        except (ZipIntakeError, UploadError) as error:
+            problems.append(str(error))
+            continue
+        cursor.zips[obj.key] = obj.etag
+        context.log.info(
+            f"{obj.key}: unpacked {len(report.uploaded)} new files into {upload_prefix(model)}, "
+            f"{len(report.duplicates)} already stored" + "".join(f"; {item}" for item in report.ignored)
+        )
+        wrote = wrote or bool(report.uploaded)
+    return wrote

@@ -51,7 +51,7 @@ def group_uploads(objects: Iterable[StoredObject]) -> UploadsListing:
     invalid: set[str] = set()
     for obj in objects:
         parts = obj.key.split("/")
-        if len(parts) < 3 or parts[0] != UPLOADS or _is_junk(parts[-1]):
+        if len(parts) < 3 or parts[0] != UPLOADS or is_junk_name(parts[-1]):
             continue
         if not MODEL_SLUG.fullmatch(parts[1]):
             invalid.add(parts[1])
@@ -63,7 +63,8 @@ def group_uploads(objects: Iterable[StoredObject]) -> UploadsListing:
     )
 
 
-def _is_junk(name: str) -> bool:
+def is_junk_name(name: str) -> bool:
+    """Files operating systems leave behind (.DS_Store, Thumbs.db, ._resource forks, hidden files)."""
     return name.lower() in _JUNK_NAMES or name.startswith(".") or name.startswith("._")
 
 
