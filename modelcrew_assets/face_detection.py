@@ -3,8 +3,8 @@ commercial use allowed). Good enough to find and frame a face; not an identity m
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -29,11 +29,17 @@ class FaceBox:
         return (self.x, self.y, self.width, self.height)
 
 
-@lru_cache(maxsize=1)
+# One classifier per thread: a CascadeClassifier is not thread-safe (shared, it corrupts the heap).
+_per_thread = threading.local()
+
+
 def _cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    if cascade.empty():
-        raise RuntimeError("OpenCV's frontal-face Haar cascade could not be loaded")
+    cascade = getattr(_per_thread, "cascade", None)
+    if cascade is None:
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        if cascade.empty():
+            raise RuntimeError("OpenCV's frontal-face Haar cascade could not be loaded")
+        _per_thread.cascade = cascade
     return cascade
 
 

@@ -1,0 +1,84 @@
+"""The `swapped_faces` asset: the model's face swapped onto each of its target photos."""
+
+import asyncio
+
+import dagster as dg
+from pydantic import Field
+
+from modelcrew_assets.handoffs import SwappedFaces, write_index
+from modelcrew_assets.intake.sensors import load_spec
+from modelcrew_assets.intake.upload_scan import group_uploads
+from modelcrew_assets.manifest import ModelSpec
+from modelcrew_assets.partitions import models_partitions
+from modelcrew_assets.resources.maxstudio import MaxStudioResource
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.intake.upload_scan import ModelUploads
+from modelcrew_assets.storage_keys import upload_prefix
+from modelcrew_assets.swapped_faces.dry_run import DryRunProvider
+from modelcrew_assets.swapped_faces.flow import SwapRun, swap_all
+from modelcrew_assets.swapped_faces.inputs import ASSET, SwapOptions, load_inputs
+from modelcrew_assets.swapped_faces.providers import MaxStudioProvider
+from modelcrew_assets.swapped_faces.report import SwapReport, describe_failure
+from modelcrew_assets.swapped_faces.results import TargetOutcome
+
+
+class SwapRunConfig(dg.Config):
+    resubmit_ambiguous: bool = Field(
+        default=False,
+        description="Create a new job for targets whose earlier create request got no answer (it may have "
+        "been billed). Set it after checking the provider's dashboard; off, such targets are only listed.",
+    )
+
+
+@dg.asset(
+    name=ASSET,
+    deps=["model_uploads"],
+    partitions_def=models_partitions,
+    group_name="dataset",
+    kinds={"python", "s3"},
+)
+def swapped_faces(
+    context: dg.AssetExecutionContext,
+    config: SwapRunConfig,
+    storage: StorageResource,
+    maxstudio: MaxStudioResource,
+) -> dg.MaterializeResult:
+    """The model's face swapped onto each of its target photos."""
+    model = context.partition_key
+    spec, uploads = _read_uploads(storage, model)
+    if not maxstudio.dry_run:
+        maxstudio.check_live_ready(storage)
+    options = SwapOptions(
+        faces=spec.swap.faces, enhance=spec.swap.enhance, provider="dry_run" if maxstudio.dry_run else "maxstudio"
+    )
+    inputs = load_inputs(storage, uploads, options)
+    for key, why in inputs.unreadable:
+        context.log.warning(f"skipping unreadable target {key}: {why}")
+    run = SwapRun(model, inputs, options, maxstudio.max_concurrency, config.resubmit_ambiguous)
+    outcomes = asyncio.run(_swap(run, maxstudio, storage))
+    report = SwapReport(model, outcomes, inputs.unreadable, maxstudio.dry_run, maxstudio.price_per_job)
+    for outcome in report.problems:
+        context.log.warning(f"{outcome.target_key}: {outcome.status}: {outcome.reason}")
+    metadata = report.metadata(storage)
+    if not report.meets(spec.swap.min_success):
+        raise dg.Failure(description=describe_failure(report, spec.swap.min_success), metadata=metadata)
+    index = SwappedFaces(model=model, dry_run=maxstudio.dry_run, images=report.images)
+    write_index(storage, index)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _read_uploads(storage: StorageResource, model: str) -> tuple[ModelSpec, ModelUploads]:
+    uploads = group_uploads(storage.list(upload_prefix(model))).models.get(model)
+    if uploads is None or uploads.missing:
+        needs = ", ".join(uploads.missing) if uploads else f"anything under {upload_prefix(model)}"
+        raise dg.Failure(f"swapped_faces for {model!r}: missing {needs}; upload it and run again")
+    return load_spec(storage, uploads), uploads
+
+
+async def _swap(run: SwapRun, maxstudio: MaxStudioResource, storage: StorageResource) -> list[TargetOutcome]:
+    if maxstudio.dry_run:
+        provider = await asyncio.to_thread(DryRunProvider, run.inputs.face)
+        return await swap_all(run, provider, storage)
+    async with maxstudio.client() as client:
+        return await swap_all(run, MaxStudioProvider(client, storage), storage)
+

@@ -1,0 +1,109 @@
+"""What a swap run tells a person: counts, cost, provider job ids, what failed and why, and a preview."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import dagster as dg
+
+from modelcrew_assets.handoffs import SwappedFace
+from modelcrew_assets.imaging import contact_sheet, decode_image, markdown_image
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.storage_keys import asset_prefix
+from modelcrew_assets.swapped_faces.inputs import ASSET
+from modelcrew_assets.swapped_faces.results import TargetOutcome
+
+_PREVIEW_IMAGES = 20
+_LISTED = 100
+
+
+@dataclass(frozen=True)
+class SwapReport:
+    model: str
+    outcomes: list[TargetOutcome]
+    unreadable: tuple[tuple[str, str], ...]
+    dry_run: bool
+    price_per_job: float
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(outcome.status for outcome in self.outcomes)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(outcome.succeeded for outcome in self.outcomes)
+
+    @property
+    def attempted(self) -> int:
+        """Targets a swap was tried for: everything but photos without a face."""
+        return sum(outcome.status != "no_face" for outcome in self.outcomes)
+
+    @property
+    def jobs_created(self) -> int:
+        """Paid jobs created by this run (dry-run jobs are simulated and free)."""
+        return 0 if self.dry_run else sum(outcome.jobs_created for outcome in self.outcomes)
+
+    @property
+    def problems(self) -> list[TargetOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.succeeded]
+
+    @property
+    def images(self) -> tuple[SwappedFace, ...]:
+        found = {o.result.key: o.result for o in self.outcomes if o.result is not None}
+        return tuple(sorted(found.values(), key=lambda image: image.target_key))
+
+    def meets(self, min_success: float) -> bool:
+        return self.succeeded > 0 and self.succeeded >= min_success * self.attempted
+
+    def metadata(self, storage: StorageResource) -> dict[str, object]:
+        counts = self.counts
+        metadata: dict[str, object] = {
+            "swapped": counts["swapped"],
+            "cached": counts["cached"],
+            "skipped_no_face": counts["no_face"],
+            "failed": counts["failed"],
+            "needs_attention": counts["needs_attention"],
+            "unreadable_targets": len(self.unreadable),
+            "duplicate_targets": sum(len(o.duplicates) for o in self.outcomes),
+            "success_rate": round(self.succeeded / self.attempted, 3) if self.attempted else 0.0,
+            "jobs_created": self.jobs_created,
+            "price_per_job_usd": self.price_per_job,
+            "estimated_cost_usd": round(self.jobs_created * self.price_per_job, 4),
+            "provider_job_ids": dg.MetadataValue.json(
+                {o.target_key: list(o.job_ids) for o in self.outcomes[:_LISTED] if o.job_ids}
+            ),
+            "dry_run": self.dry_run,
+            "dagster/row_count": len(self.images),
+            "dagster/uri": dg.MetadataValue.path(storage.uri(asset_prefix(self.model, ASSET))),
+        }
+        problems = [f"- {o.target_key}: {o.status}: {o.reason}" for o in self.problems]
+        problems += [f"- {key}: unreadable: {why}" for key, why in self.unreadable]
+        if problems:
+            metadata["problems"] = dg.MetadataValue.md("\n".join(problems[:_LISTED]))
+        if self.images:
+            metadata["preview"] = dg.MetadataValue.md(_preview(storage, self.images))
+        return metadata
+
+
+def describe_failure(report: SwapReport, min_success: float) -> str:
+    if report.attempted == 0:
+        return (
+            f"swapped_faces for {report.model!r}: no target photo has a detectable face; upload photos where "
+            "one face is clearly visible"
+        )
+    failed = [f"{o.target_key} ({o.status}: {o.reason})" for o in report.problems if o.status != "no_face"]
+    return (
+        f"swapped_faces for {report.model!r}: only {report.succeeded} of {report.attempted} targets were "
+        f"swapped, below swap.min_success = {min_success:.0%}. Failed: {'; '.join(failed[:10])}"
+        f"{' ...' if len(failed) > 10 else ''}. Rerun to retry only these: finished swaps are reused and "
+        "ledgered jobs are polled, not paid for again."
+    )
+
+
+def _preview(storage: StorageResource, images: tuple[SwappedFace, ...]) -> str:
+    shown = images[:_PREVIEW_IMAGES]
+    pictures = [decode_image(storage.get_bytes(item.key), item.key) for item in shown]
+    sheet = contact_sheet(pictures, labels=[item.target_key.rsplit("/", 1)[-1][:24] for item in shown])
+    more = f"\n\n(first {len(shown)} of {len(images)})" if len(images) > len(shown) else ""
+    return markdown_image(sheet, "swapped faces") + more
