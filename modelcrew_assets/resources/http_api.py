@@ -39,6 +39,10 @@ class AmbiguousRequestError(ApiError):
     """A non-idempotent request may have reached the server: retrying could create (and bill) twice."""
 
 
+class MalformedAnswerError(ApiError):
+    """The server answered 2xx with a body that is not JSON; the caller decides whether asking again helps."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 6
@@ -104,16 +108,26 @@ class JsonApiClient:
         await self._anonymous.aclose()
 
     async def call(
-        self, method: str, path: str, *, json: Any = None, idempotent: bool | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        idempotent: bool | None = None,
+        expect_json: bool = True,
+        label: str | None = None,
     ) -> Any:
-        """Send one request and return its parsed JSON body, retrying only where that is safe."""
+        """Send one request and return its parsed JSON body (None when `expect_json` is off), retrying
+        only where that is safe. `label` replaces the path in logs and errors when the path is secret."""
         idempotent = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
-        what = f"{self.service} {method.upper()} {path}"
+        what = f"{self.service} {method.upper()} {label or path}"
         response = await self._send(what, idempotent, lambda: self._client.request(method, path, json=json))
+        if not expect_json:
+            return None
         try:
             return response.json()
         except ValueError:
-            raise ApiError(f"{what}: answer is not JSON: {self._snippet(response)}") from None
+            raise MalformedAnswerError(f"{what}: answer is not JSON: {self._snippet(response)}") from None
 
     async def download(self, url: str) -> bytes:
         """GET an absolute result URL with the same retries. It goes to another host, so it carries none

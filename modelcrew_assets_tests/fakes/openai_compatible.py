@@ -52,6 +52,12 @@ def caption(text: str) -> Reply:
     return Reply(200, caption=text)
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) is below the 8+ connections the captioner opens at once.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class FakeOpenAICompatible:
     def __init__(self, latency_s: float = 0.0, api_key: str = FAKE_API_KEY):
         self.latency_s = latency_s
@@ -62,8 +68,7 @@ class FakeOpenAICompatible:
         self._in_flight = 0
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

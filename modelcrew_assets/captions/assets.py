@@ -1,0 +1,122 @@
+"""The captions asset: one training caption per swapped image, trigger word first, and the checks on them."""
+
+
+from collections import Counter
+
+import dagster as dg
+
+from modelcrew_assets.captions.generate import build_captions, caption_key
+from modelcrew_assets.captions.prompt import LIKENESS_PROMPT
+from modelcrew_assets.captions.text import CLIP_TOKEN_WINDOW, clip_token_count, starts_with_trigger_once
+from modelcrew_assets.handoffs import CaptionedImage, Captions, SwappedFaces, read_index, write_index
+from modelcrew_assets.imaging import decode_image, markdown_image
+from modelcrew_assets.manifest import ModelSpec, parse_manifest
+from modelcrew_assets.partitions import models_partitions
+from modelcrew_assets.resources.captioner import CaptionerResource
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.storage_keys import asset_prefix, manifest_key
+
+PREVIEW_ROWS = 20
+
+
+@dg.asset(
+    partitions_def=models_partitions,
+    deps=["swapped_faces"],
+    group_name="training_data",
+    kinds={"openai"},
+    check_specs=[
+        dg.AssetCheckSpec("captions_start_with_trigger", asset="captions"),
+        dg.AssetCheckSpec("every_image_has_a_caption", asset="captions"),
+        dg.AssetCheckSpec("captions_fit_token_window", asset="captions"),
+    ],
+)
+def captions(
+    context: dg.AssetExecutionContext, storage: StorageResource, captioner: CaptionerResource
+) -> dg.MaterializeResult:
+    """One training caption per swapped image: trigger word first, identity left to the trigger."""
+    model = context.partition_key
+    spec = load_spec(storage, model)
+    swapped = read_index(storage, model, SwappedFaces)
+    if not captioner.enabled and not captioner.dry_run:
+        context.log.warning(
+            "captions: CAPTION_API_BASE_URL is not set, so every image without a hand caption gets a template "
+            "caption; set CAPTION_API_BASE_URL and CAPTION_MODEL (and CAPTION_API_KEY for hosted APIs)"
+        )
+    run = build_captions(storage, captioner, spec, swapped.images, LIKENESS_PROMPT)
+    for item in run.items:
+        storage.put_bytes(caption_key(model, item.image_sha256), (item.caption + "\n").encode(), "text/plain")
+    dry_run = captioner.dry_run or swapped.dry_run
+    index = Captions(model=model, dry_run=dry_run, prompt_version=LIKENESS_PROMPT.version, items=run.items)
+    write_index(storage, index)
+    if run.unmatched_hand_captions:
+        context.log.warning(
+            f"captions: hand captions with no matching target photo were ignored: "
+            f"{', '.join(run.unmatched_hand_captions)} (name them like the target photo, e.g. a.jpg -> a.txt)"
+        )
+
+    sources = Counter(item.source for item in run.items)
+    metadata = {
+        "dagster/uri": dg.MetadataValue.path(storage.uri(asset_prefix(model, "captions"))),
+        "dagster/row_count": len(run.items),
+        "prompt_version": LIKENESS_PROMPT.version,
+        "caption_model": captioner.model if captioner.enabled else "none (template captions)",
+        "from_model": sources["model"],
+        "from_hand": sources["hand"],
+        "from_template": sources["template"],
+        "template_captions": sources["template"] > 0,
+        "from_cache": run.from_cache,
+        "trigger": spec.trigger,
+        "preview": dg.MetadataValue.md(preview_table(storage, run.items[:PREVIEW_ROWS])),
+        "dry_run": dry_run,
+    }
+    if run.unmatched_hand_captions:
+        metadata["unmatched_hand_captions"] = ", ".join(run.unmatched_hand_captions)
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=caption_checks(storage, spec, swapped, run.items)
+    )
+
+
+def load_spec(storage: StorageResource, model: str) -> ModelSpec:
+    key = manifest_key(model)
+    return parse_manifest(storage.get_bytes(key).decode("utf-8"), source=key, expected_name=model)
+
+
+def caption_checks(
+    storage: StorageResource, spec: ModelSpec, swapped: SwappedFaces, items: tuple[CaptionedImage, ...]
+) -> list[dg.AssetCheckResult]:
+    without_trigger = [item.image_key for item in items if not starts_with_trigger_once(item.caption, spec.trigger)]
+    captioned = {item.image_sha256 for item in items if item.caption.strip()}
+    stored = {item.image_sha256 for item in items if storage.exists(caption_key(spec.name, item.image_sha256))}
+    missing = [image.key for image in swapped.images if image.sha256 not in captioned & stored]
+    tokens = {item.image_key: clip_token_count(item.caption) for item in items}
+    too_long = [key for key, count in tokens.items() if count > CLIP_TOKEN_WINDOW]
+    return [
+        dg.AssetCheckResult(
+            check_name="captions_start_with_trigger",
+            passed=not without_trigger,
+            metadata={"trigger": spec.trigger, "offending": ", ".join(without_trigger[:20]) or "none"},
+        ),
+        dg.AssetCheckResult(
+            check_name="every_image_has_a_caption",
+            passed=not missing,
+            metadata={"images": len(swapped.images), "missing": ", ".join(missing[:20]) or "none"},
+        ),
+        dg.AssetCheckResult(
+            check_name="captions_fit_token_window",
+            passed=not too_long,
+            metadata={
+                "window": CLIP_TOKEN_WINDOW,
+                "max_tokens": max(tokens.values(), default=0),
+                "too_long": ", ".join(too_long[:20]) or "none",
+            },
+        ),
+    ]
+
+
+def preview_table(storage: StorageResource, items: tuple[CaptionedImage, ...]) -> str:
+    """Thumbnail, caption and source of each item: what a person reads to judge the captions."""
+    rows = ["| image | caption | source |", "| --- | --- | --- |"]
+    for item in items:
+        thumb = markdown_image(decode_image(storage.get_bytes(item.image_key), item.image_key), "image", 96, 70)
+        rows.append(f"| {thumb} | {item.caption.replace('|', '/')} | {item.source} |")
+    return "\n".join(rows)
