@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelcrew_assets.storage_keys import MODEL_SLUG
 
@@ -78,11 +79,76 @@ class TrainingSection(_Section):
     train_batch_size: int = Field(default=1, ge=1, le=64)
 
 
+# SDXL's training buckets (multiples of 64, about one megapixel) nearest each platform's aspect ratio.
+ASPECT_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "4:5": (896, 1152),
+    "2:3": (832, 1216),
+    "9:16": (768, 1344),
+}
+BUILTIN_PLACEHOLDERS = ("trigger", "class_word", "name")
+# The samplers the worker's renderer knows (worker/generate.py SAMPLERS).
+Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"]
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def placeholder_names(text: str) -> tuple[str, ...]:
+    """The `{name}` placeholders a prompt uses; ValueError for `{}`, `{a.b}`, `{a[0]}` or a stray brace."""
+    names = []
+    for _, field, _, _ in string.Formatter().parse(text):
+        if field is None:
+            continue
+        if not IDENTIFIER.fullmatch(field):
+            raise ValueError(f"{{{field}}} is not a placeholder name; use {{name}}, or {{{{ }}}} for a literal brace")
+        names.append(field)
+    return tuple(dict.fromkeys(names))
+
+
 class GenerationSection(_Section):
     prompts: tuple[str, ...] = Field(default=DEFAULT_PROMPTS, min_length=1)
     negative_prompt: str = "blurry, lowres, deformed, extra fingers, watermark, text"
     images: int = Field(default=100, ge=1, le=10_000)
     seeds: Literal["auto"] | tuple[int, ...] = "auto"
+    # Values for {placeholders} in prompts besides the built-in {trigger}, {class_word} and {name}.
+    placeholders: dict[str, str] = Field(default_factory=dict)
+    # Target platform -> aspect; images cycle through prompts, then through these platforms.
+    aspects: dict[str, Literal["1:1", "4:5", "2:3", "9:16"]] = Field(
+        default_factory=lambda: {"instagram_feed": "4:5", "tiktok": "9:16"}, min_length=1
+    )
+    sampler: Sampler = "dpmpp_2m_karras"
+    steps: int = Field(default=30, ge=1, le=150)
+    cfg: float = Field(default=6.0, ge=1.0, le=30.0)
+    lora_weight: float = Field(default=0.9, ge=0.0, le=2.0)
+    max_images: int | None = Field(default=None, ge=1)  # rendered per run; the rest waits for the next run
+    max_gpu_minutes: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _prompt_pack_is_usable(self) -> GenerationSection:
+        for name in self.placeholders:
+            if not IDENTIFIER.fullmatch(name) or name in BUILTIN_PLACEHOLDERS:
+                raise ValueError(
+                    f"placeholders.{name}: names must be identifiers and not one of {', '.join(BUILTIN_PLACEHOLDERS)}"
+                )
+        known = (*BUILTIN_PLACEHOLDERS, *self.placeholders)
+        labelled = [(f"prompts[{i}]", text) for i, text in enumerate(self.prompts)]
+        for label, text in [*labelled, ("negative_prompt", self.negative_prompt)]:
+            try:
+                unknown = [name for name in placeholder_names(text) if name not in known]
+            except ValueError as error:
+                raise ValueError(f"{label} {text!r}: {error}") from None
+            if unknown:
+                raise ValueError(
+                    f"{label} {text!r} uses unknown placeholder {{{unknown[0]}}}; known: "
+                    f"{', '.join(known)} (define others under [generation.placeholders])"
+                )
+        if self.seeds != "auto":
+            distinct = len(self.prompts) * len(self.aspects) * len(self.seeds)
+            if self.images > distinct:
+                raise ValueError(
+                    f"images = {self.images} but prompts x aspects x seeds give only {distinct} distinct images; "
+                    'add seeds, lower images, or use seeds = "auto"'
+                )
+        return self
 
 
 class PlatformSize(_Section):
