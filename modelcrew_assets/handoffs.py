@@ -102,6 +102,8 @@ class Checkpoint(Handoff):
     key: str  # models/<m>/lora_checkpoints/<run>/<name>-step{N:08d}.safetensors
     sha256: str
     size: int
+    uri: str = ""
+    metadata: dict[str, str] = {}  # the file's ss_* training metadata
 
 
 class LoraCheckpoints(StageIndex):
@@ -110,6 +112,7 @@ class LoraCheckpoints(StageIndex):
     dataset_version: str
     base_model: str
     checkpoints: tuple[Checkpoint, ...]
+    loss: tuple[tuple[int, float], ...] = ()  # (step, kohya avr_loss)
 
 
 class CheckpointScore(Handoff):
@@ -118,6 +121,10 @@ class CheckpointScore(Handoff):
     face_detection_rate: float
     memorization: float
     diversity: float
+    # Added with the checkpoint_evaluations stage; defaults keep older indexes readable.
+    cross_prompt_similarity: float = 0.0  # 1 - diversity: samples of different prompts alike
+    memorization_max: float = 0.0
+    verdict: str = ""  # "ok", "underfit" or "memorizing" under the thresholds used
 
 
 class CheckpointEvaluations(StageIndex):
@@ -127,6 +134,12 @@ class CheckpointEvaluations(StageIndex):
     chosen: Checkpoint
     reason: str
     manual: bool = False
+    lora_run_id: str = ""  # the lora_checkpoints run the scores are for
+    verdict: str = ""  # "chosen", "manual", "all_underfit", "all_overfit" or "no_sweet_spot"
+    action: str = ""  # what to do when no checkpoint is good
+    embedder: str = ""  # the face-embedding model the identity scores come from
+    grid_key: str = ""
+    scores_key: str = ""
 
 
 class GeneratedImage(Handoff):
@@ -138,9 +151,53 @@ class GeneratedImage(Handoff):
     width: int
     height: int
     checkpoint_sha256: str
+    # Provenance added with the generated_batches stage; defaults keep older indexes readable.
+    index: int = 0
+    platform: str = ""  # the [generation].aspects entry the image was rendered for
+    aspect: str = ""
+    sampler: str = ""
+    steps: int = 0
+    cfg: float = 0.0
+    lora_weight: float = 1.0
+    checkpoint_key: str = ""
+    base_model: str = ""
+    generator: str = ""
+    created_at: str = ""  # ISO 8601 UTC, when the image was finished
+    seconds: float = 0.0  # render time of this image
+    dry_run: bool = False
 
 
 class GeneratedBatch(StageIndex):
     ASSET: ClassVar[str] = "generated_batches"
     batch_id: str
     images: tuple[GeneratedImage, ...]
+    planned: int = 0  # images the batch should have; more than len(images) when a cap stopped it
+    complete: bool = True
+    stopped_by: str | None = None  # "max_images", "max_gpu_minutes" or "worker failed"
+
+
+class PlatformExport(Handoff):
+    key: str  # models/<m>/platform_exports/<batch>/<platform>/<stem>-<render id>.jpg
+    platform: str
+    width: int
+    height: int
+    sha256: str
+    source_key: str
+    source_sha256: str
+    digital_source_type: str  # IPTC NewsCodes URI written into the file's XMP
+    crop: Literal["face", "detail", "centre"]
+    face_kept: bool | None = None  # face whole in frame and clear of the UI zones; None: no face found
+
+
+class RejectedImage(Handoff):
+    key: str
+    reason: str
+
+
+class PlatformExports(StageIndex):
+    ASSET: ClassVar[str] = "platform_exports"
+    batch_id: str
+    settings_fingerprint: str
+    exports: tuple[PlatformExport, ...]
+    manifests: tuple[str, ...]  # one manifest.csv per platform
+    rejected: tuple[RejectedImage, ...] = ()

@@ -1,0 +1,218 @@
+"""lora_checkpoints: kohya SDXL LoRA training on the GPU executor, every checkpoint stored as written."""
+
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from modelcrew_assets.handoffs import Checkpoint, KohyaDataset, LoraCheckpoints, read_index, write_index
+from modelcrew_assets.imaging import markdown_image
+from modelcrew_assets.lora_checkpoints.checks import (
+    EVERY_SAVE_STEP,
+    VALID_SAFETENSORS,
+    every_save_step_result,
+    valid_safetensors_result,
+)
+from modelcrew_assets.lora_checkpoints.plot import loss_curve
+from modelcrew_assets.manifest import ModelSpec, parse_manifest
+from modelcrew_assets.partitions import models_partitions
+from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.storage_keys import asset_prefix, manifest_key
+from modelcrew_assets.worker.kohya import Recipe
+from modelcrew_assets.worker.messages import CHECKPOINT, SAMPLE
+from modelcrew_assets.worker.safetensors_header import parse_header
+
+ASSET = LoraCheckpoints.ASSET
+SAMPLE_PROMPTS = 2
+STEP_FILE = re.compile(r"-step(\d{8})\.safetensors$")
+
+
+class LoraTrainingConfig(dg.Config):
+    resume: bool = Field(
+        default=False,
+        description="Save kohya's state at every save step and resume from the newest one a previous "
+        "attempt of the same run left in storage",
+    )
+    max_runtime_minutes: float | None = Field(default=None, description="Overrides the executor's budget")
+
+
+def recipe_for(spec: ModelSpec, save_state: bool) -> Recipe:
+    training = spec.training
+    return Recipe(
+        max_train_steps=training.max_train_steps,
+        save_every_n_steps=training.save_every_n_steps,
+        network_dim=training.network_dim,
+        network_alpha=training.network_alpha,
+        learning_rate=training.learning_rate,
+        resolution=training.resolution,
+        train_batch_size=training.train_batch_size,
+        save_state=save_state,
+    )
+
+
+def run_id_for(dataset: KohyaDataset, recipe: Recipe, prompts: Sequence[str]) -> str:
+    """Same dataset + recipe -> same run folder, so a retried attempt can resume into it."""
+    digest = hashlib.sha256(json.dumps([asdict(recipe), list(prompts)], sort_keys=True).encode()).hexdigest()
+    return f"{dataset.version[:12]}-{digest[:8]}"
+
+
+def _checkpoints(storage: StorageResource, run: WorkerRun) -> list[Checkpoint]:
+    by_step = {message["step"]: message for message in run.of_type(CHECKPOINT)}
+    return [
+        Checkpoint(
+            step=step,
+            key=message["key"],
+            sha256=message["sha256"],
+            size=message["size"],
+            uri=storage.uri(message["key"]),
+            metadata=dict(message.get("metadata") or {}),
+        )
+        for step, message in sorted(by_step.items())
+    ]
+
+
+def _earlier_checkpoints(storage: StorageResource, prefix: str, name: str, up_to_step: int) -> list[Checkpoint]:
+    """Checkpoints a previous, resumed-from attempt of this run already stored."""
+    found = []
+    for stored in storage.list(f"{prefix}{name}-step"):
+        match = STEP_FILE.search(stored.key)
+        if match and int(match.group(1)) <= up_to_step:
+            header = parse_header(storage.get_bytes(stored.key))
+            found.append(
+                Checkpoint(
+                    step=int(match.group(1)), key=stored.key, sha256=storage.content_sha256(stored.key),
+                    size=stored.size, uri=storage.uri(stored.key),
+                    metadata={k: v for k, v in header.metadata.items() if k.startswith("ss_")},
+                )  # fmt: skip
+            )
+    return found
+
+
+def _loss_table(checkpoints: Sequence[Checkpoint], loss: Mapping[int, float]) -> str:
+    rows = ["| step | avr_loss | size (MB) | sha256 |", "| ---: | ---: | ---: | --- |"]
+    for checkpoint in checkpoints:
+        value = loss.get(checkpoint.step)
+        shown = f"{value:.4f}" if value is not None else "-"
+        rows.append(f"| {checkpoint.step} | {shown} | {checkpoint.size / 1e6:.2f} | `{checkpoint.sha256[:12]}` |")
+    return "\n".join(rows)
+
+
+def _cost_metadata(run: WorkerRun) -> dict[str, Any]:
+    return {
+        "backend": run.backend,
+        "pod_id": run.job_id,
+        "gpu_type": run.gpu_type,
+        "billable_seconds": run.billable_seconds,
+        "estimated_cost_usd": run.estimated_cost_usd,
+    }
+
+
+@dg.asset(
+    deps=["kohya_dataset"],
+    partitions_def=models_partitions,
+    pool="gpu",
+    group_name="training",
+    kinds={"pytorch", "runpod"},
+    check_specs=[
+        dg.AssetCheckSpec(VALID_SAFETENSORS, asset=ASSET),
+        dg.AssetCheckSpec(EVERY_SAVE_STEP, asset=ASSET),
+    ],
+)
+def lora_checkpoints(
+    context: dg.AssetExecutionContext, config: LoraTrainingConfig, storage: StorageResource, gpu: GpuExecutorResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """An SDXL likeness LoRA trained with kohya on a rented GPU: one checkpoint per save step."""
+    model = context.partition_key
+    dataset = read_index(storage, model, KohyaDataset)
+    spec = parse_manifest(storage.get_bytes(manifest_key(model)).decode("utf-8"), manifest_key(model), model)
+    recipe = recipe_for(spec, save_state=config.resume)
+    prompts = [p.format(trigger=spec.trigger, class_word=spec.model.class_word) for p in spec.generation.prompts]
+    prompts = prompts[:SAMPLE_PROMPTS]
+    run_id = run_id_for(dataset, recipe, prompts)
+    prefix = f"{asset_prefix(model, ASSET)}{run_id}/"
+    extras = {
+        "storage_url": storage.url,
+        "dataset_zip_key": dataset.zip_key,
+        "image_folder": dataset.image_folder,
+        "output_prefix": prefix,
+        "output_name": model,
+        "recipe": asdict(recipe),
+        "sample_prompts": prompts,
+        "negative_prompt": spec.generation.negative_prompt,
+        "resume": config.resume,
+    }
+    context.log.info(f"training {model} (run {run_id}) on {gpu.backend_name}: {recipe}")
+    try:
+        run = gpu.run(
+            context,
+            worker_args=["train"],
+            extras=extras,
+            storage=storage,
+            max_runtime_minutes=config.max_runtime_minutes,
+        )
+    except WorkerFailedError as failure:
+        kept = _checkpoints(storage, failure.run)
+        record = {
+            "run_id": run_id,
+            "dagster_run_id": context.run.run_id,
+            "error": str(failure),
+            "checkpoints": [c.model_dump() for c in kept],
+            **_cost_metadata(failure.run),
+        }
+        storage.put_bytes(f"{prefix}attempts/{context.run.run_id}.json", json.dumps(record, indent=2).encode())
+        raise dg.Failure(
+            description=f"lora_checkpoints for {model!r} failed; kept checkpoints at steps "
+            f"{[c.step for c in kept] or 'none'} in {storage.uri(prefix)}. {failure}",
+            metadata={
+                "kept_checkpoint_steps": [c.step for c in kept],
+                "kept_checkpoints": [c.key for c in kept],
+                **_cost_metadata(failure.run),
+            },
+        ) from failure
+
+    result = run.result or {}
+    resumed_from = int(result.get("resumed_from_step") or 0)
+    checkpoints = _earlier_checkpoints(storage, prefix, model, resumed_from) + _checkpoints(storage, run)
+    loss = {int(step): float(value) for step, value in result.get("loss", [])}
+    plot = loss_curve(sorted(loss.items()), [c.step for c in checkpoints])
+    buffer = io.BytesIO()
+    plot.save(buffer, format="PNG")
+    plot_key = storage.put_bytes(prefix + "loss.png", buffer.getvalue(), "image/png")
+    index = LoraCheckpoints(
+        model=model,
+        dry_run=gpu.dry_run,
+        run_id=run_id,
+        dataset_version=dataset.version,
+        base_model=result.get("base_model", ""),
+        checkpoints=tuple(checkpoints),
+        loss=tuple(sorted(loss.items())),
+    )
+    write_index(storage, index)
+    samples = run.of_type(SAMPLE)
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/uri": dg.MetadataValue.path(storage.uri(prefix)),
+            "dagster/row_count": len(checkpoints),
+            "checkpoint_steps": [c.step for c in checkpoints],
+            "final_avr_loss": loss[max(loss)] if loss else None,
+            "loss_curve": dg.MetadataValue.md(
+                markdown_image(plot, "loss curve") + "\n\n" + _loss_table(checkpoints, loss)
+            ),
+            "loss_curve_uri": dg.MetadataValue.path(plot_key.uri),
+            "samples": len(samples),
+            "training_args": dg.MetadataValue.json({"recipe": asdict(recipe), "command": result.get("command", [])}),
+            "trainer_seconds": result.get("trainer_seconds"),
+            "resumed_from_step": resumed_from,
+            "dry_run": gpu.dry_run,
+            **_cost_metadata(run),
+        }
+    )
+    yield valid_safetensors_result(storage, checkpoints, recipe)
+    yield every_save_step_result(checkpoints, recipe)

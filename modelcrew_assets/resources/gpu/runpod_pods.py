@@ -1,0 +1,199 @@
+"""RunPod pods through RunPod's GraphQL API: create from the worker image, poll, always terminate.
+
+GraphQL (api.runpod.io/graphql: podFindAndDeployOnDemand / pod / podTerminate) rather than REST: REST v1
+retires in 2026 and REST v2 is still in beta. Logs reach Dagster through Pipes (the worker forwards the
+trainer's output); the API is polled for the pod's state only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import uuid
+from typing import Any, ClassVar
+
+import httpx
+from dagster import get_dagster_logger
+from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
+from pydantic import Field
+
+from modelcrew_assets.resources.gpu.executor import GpuExecutorResource, WorkerHandle, forwarded_env
+from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError, JsonApiClient
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.resources.storage_backends import S3Backend
+from modelcrew_assets.settings import require_credential
+
+API_KEY_ENV = "RUNPOD_API_KEY"
+NO_CAPACITY = "no longer any instances available"
+AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3")
+
+DEPLOY = """mutation Deploy($input: PodFindAndDeployOnDemandInput!) {
+  podFindAndDeployOnDemand(input: $input) { id costPerHr desiredStatus }
+}"""
+POD = """query Pod($podId: String!) {
+  pod(input: {podId: $podId}) { id desiredStatus lastStatusChange runtime { uptimeInSeconds } }
+}"""
+TERMINATE = """mutation Terminate($podId: String!) { podTerminate(input: {podId: $podId}) }"""
+MY_PODS = """query MyPods { myself { pods { id name } } }"""
+
+
+class DrainingS3MessageReader(PipesS3MessageReader):
+    """Reads every chunk already written at each poll; the stock reader takes one chunk per poll and
+    falls behind a worker that writes often."""
+
+    def download_messages(self, cursor: int | None, params: dict) -> tuple[int, str] | None:
+        chunks = []
+        while (chunk := self.download_messages_chunk(self.counter, params)) is not None:
+            chunks.append(chunk)
+            self.counter += 1
+        return (self.counter, "\n".join(chunks)) if chunks else None
+
+
+class NoGpuCapacityError(RuntimeError):
+    """None of the configured GPU types could be rented."""
+
+
+class PodTerminationError(RuntimeError):
+    """A pod could not be confirmed terminated: it may still be billing."""
+
+
+class RunPodGraphQL:
+    def __init__(self, url: str, api_key: str):
+        self.url = url
+        self.api_key = api_key
+
+    def call(self, query: str, variables: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+        url = httpx.URL(self.url)
+        base = f"{url.scheme}://{url.netloc.decode()}"
+
+        async def send() -> Any:
+            async with JsonApiClient(
+                "RunPod", base, {"Authorization": f"Bearer {self.api_key}"}, max_concurrency=1
+            ) as api:
+                body = {"query": query, "variables": variables}
+                return await api.call("POST", url.raw_path.decode(), json=body, idempotent=idempotent)
+
+        answer = asyncio.run(send())
+        if answer.get("errors"):
+            message = "; ".join(str(error.get("message")) for error in answer["errors"])
+            raise ApiError(f"RunPod GraphQL: {message}")
+        return answer.get("data") or {}
+
+
+class RunPodPod(WorkerHandle):
+    def __init__(self, api: RunPodGraphQL, pod_id: str, gpu_type: str, cost_per_hour: float):
+        self.api = api
+        self.job_id = pod_id
+        self.gpu_type = gpu_type
+        self.cost_per_hour = cost_per_hour
+        self.last_status: str | None = None
+        self.terminated = False
+        self.log = get_dagster_logger()
+
+    def exited(self) -> str | None:
+        pod = self.api.call(POD, {"podId": self.job_id}, idempotent=True).get("pod")
+        status = (pod or {}).get("desiredStatus", "TERMINATED")
+        if status != self.last_status:
+            uptime = ((pod or {}).get("runtime") or {}).get("uptimeInSeconds")
+            self.log.info(f"RunPod pod {self.job_id}: {status}" + (f" (up {uptime} s)" if uptime else ""))
+            self.last_status = status
+        return f"pod {status.lower()}" if status in ("EXITED", "TERMINATED") else None
+
+    def terminate(self) -> None:
+        if self.terminated:
+            return
+        try:
+            self.api.call(TERMINATE, {"podId": self.job_id}, idempotent=True)
+        except ApiError as error:
+            raise PodTerminationError(
+                f"RunPod pod {self.job_id} could not be terminated ({error}); it may still be billing: "
+                "terminate it in the RunPod console now"
+            ) from error
+        self.terminated = True
+
+
+class RunPodPodsResource(GpuExecutorResource):
+    """A RunPod GPU pod per run, from the worker image; Pipes over the studio's S3 bucket."""
+
+    backend_name: ClassVar[str] = "runpod_pod"
+
+    api_key: str | None = Field(default=None, description=f"from {API_KEY_ENV}")
+    graphql_url: str = "https://api.runpod.io/graphql"
+    image: str = Field(default="modelcrew-worker:latest", description="deploy/worker/Dockerfile, pushed")
+    gpu_types: list[str] = Field(
+        default=["NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000", "NVIDIA L40S", "NVIDIA A100 80GB PCIe"],
+        description="Tried in order until one has capacity",
+    )
+    cloud_type: str = "SECURE"
+    container_disk_gb: int = 60
+    volume_gb: int = 0
+    volume_mount_path: str = "/workspace"
+    network_volume_id: str | None = Field(default=None, description="Holds the base model, if not baked in")
+    worker_env: dict[str, str] = Field(default_factory=dict, description="Extra env for the worker")
+    pipes_flush_seconds: float = Field(default=10, gt=0, description="How often the worker writes messages")
+
+    def _pipes(self, storage: StorageResource):
+        require_credential(self.api_key, API_KEY_ENV, "RunPod")
+        backend = storage.backend
+        if not isinstance(backend, S3Backend):
+            raise ValueError(
+                "RunPod pods cannot reach local storage: set MODELCREW_STORAGE_URL=s3://bucket/prefix "
+                "(or use the local GPU executor)"
+            )
+        injector = PipesS3ContextInjector(
+            bucket=backend.bucket, client=backend.client, key_prefix=backend.prefix + "pipes/"
+        )
+        reader = DrainingS3MessageReader(bucket=backend.bucket, client=backend.client, interval=self.pipes_poll_seconds)
+        env = {
+            "MODELCREW_PIPES_TRANSPORT": "s3",
+            "MODELCREW_PIPES_FLUSH_SECONDS": f"{self.pipes_flush_seconds:g}",
+            "AWS_REGION": storage.region or backend.client.meta.region_name,
+            **forwarded_env(AWS_ENV, os.environ),
+            **self.worker_env,
+        }
+        return injector, reader, env
+
+    def _launch(self, context, worker_args, env) -> RunPodPod:
+        api = RunPodGraphQL(self.graphql_url, self.api_key or "")
+        name = f"modelcrew-{context.run.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        base = {
+            "cloudType": self.cloud_type,
+            "gpuCount": 1,
+            "name": name,
+            "imageName": self.image,
+            "dockerArgs": shlex.join(["python", "-m", "modelcrew_assets.worker", *worker_args]),
+            "containerDiskInGb": self.container_disk_gb,
+            "volumeInGb": self.volume_gb,
+            "volumeMountPath": self.volume_mount_path,
+            "env": [{"key": key, "value": value} for key, value in env.items()],
+            **({"networkVolumeId": self.network_volume_id} if self.network_volume_id else {}),
+        }
+        tried = []
+        for gpu_type in self.gpu_types:
+            try:
+                data = api.call(DEPLOY, {"input": {**base, "gpuTypeId": gpu_type}}, idempotent=False)
+            except AmbiguousRequestError:
+                _terminate_by_name(api, name)
+                raise
+            except ApiError as error:
+                if NO_CAPACITY not in str(error).lower():
+                    raise
+                context.log.warning(f"RunPod has no {gpu_type} available; trying the next GPU type")
+                tried.append(gpu_type)
+                continue
+            pod = data["podFindAndDeployOnDemand"]
+            context.log.info(f"RunPod pod {pod['id']} created on {gpu_type} (${pod.get('costPerHr')}/h)")
+            return RunPodPod(api, pod["id"], gpu_type, float(pod.get("costPerHr") or 0))
+        raise NoGpuCapacityError(
+            f"RunPod has none of these GPU types available now: {', '.join(tried)}; add more types to "
+            "gpu_types or try again later"
+        )
+
+
+def _terminate_by_name(api: RunPodGraphQL, name: str) -> None:
+    """A create whose answer was lost may still have made a pod: find it by its unique name and end it."""
+    pods = (api.call(MY_PODS, {}, idempotent=True).get("myself") or {}).get("pods") or []
+    for pod in pods:
+        if pod.get("name") == name:
+            RunPodPod(api, pod["id"], "", 0).terminate()

@@ -1,0 +1,55 @@
+"""`python -m modelcrew_assets.worker <command>`: opens Dagster Pipes and runs one command under it.
+
+Commands read their settings from the Pipes extras, so the launcher (a RunPod pod, a local process)
+only has to pass the command name and the Pipes bootstrap environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import boto3
+from dagster_pipes import PipesContext, PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
+
+from modelcrew_assets.worker import batch, generate, train
+
+TRANSPORT_ENV = "MODELCREW_PIPES_TRANSPORT"  # "s3" on remote boxes, unset for local temp files
+FLUSH_ENV = "MODELCREW_PIPES_FLUSH_SECONDS"
+
+COMMANDS = {"train": train.run, "batch": batch.run, "generate": generate.run}
+
+
+@contextmanager
+def open_pipes() -> Iterator[PipesContext]:
+    if os.environ.get(TRANSPORT_ENV) == "s3":
+        client = boto3.client("s3", region_name=os.environ.get("AWS_REGION") or None)
+        interval = float(os.environ.get(FLUSH_ENV, "5"))
+        with open_dagster_pipes(
+            context_loader=PipesS3ContextLoader(client=client),
+            message_writer=PipesS3MessageWriter(client=client, interval=interval),
+        ) as pipes:
+            yield pipes
+    else:
+        with open_dagster_pipes() as pipes:
+            yield pipes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelcrew_assets.worker")
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    try:
+        with open_pipes() as pipes:
+            COMMANDS[args.command](pipes)
+    except train.WorkerError:
+        # Already reported through Pipes (result message and the closed message's exception).
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Renderers for the worker's `generate` command (and any command that renders): one job description,
+SDXL + LoRA through diffusers on the worker image, or the stand-in generator in dry-run.
+
+torch and diffusers exist only in the worker image: they are imported when DiffusersRenderer starts, never
+at module import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from modelcrew_assets.worker.stand_in_generator import StandInGenerator, StandInRequest, lora_step
+from modelcrew_assets.worker.train import BASE_MODEL_ENV, DEFAULT_BASE_MODEL, WorkerError
+
+GENERATORS = ("diffusers", "stand_in")
+GENERATOR_BASE_MODEL_ENV = "MODELCREW_GENERATOR_BASE_MODEL"
+# Sampler name -> (diffusers scheduler class, from_config keyword arguments).
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+}
+
+
+class JobError(ValueError):
+    """A job that cannot be rendered as given."""
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    id: str  # unique in the list; echoed in every message about it
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    sampler: str  # a key of SAMPLERS
+    output_key: str  # where the PNG goes
+    lora_key: str | None = None  # a .safetensors in storage; None renders the base model
+    lora_weight: float = 1.0
+    tags: dict[str, str] = field(default_factory=dict)  # echoed back (e.g. step, prompt index)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise JobError(f"job {self.id}: sampler {self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
+        if self.width % 8 or self.height % 8 or min(self.width, self.height) < 64:
+            raise JobError(f"job {self.id}: {self.width}x{self.height} must be multiples of 8, at least 64")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RenderJob:
+        """A job from its dict; keys the job does not know (a caller's own bookkeeping) are ignored."""
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise JobError(f"job {data.get('id', '?')}: missing {', '.join(missing)}")
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Renderer(Protocol):
+    name: str
+    base_model: str
+
+    def load_lora(self, path: Path | None) -> None:
+        """Make this LoRA the active one (None: none); the previous one is unloaded."""
+
+    def render(self, job: RenderJob) -> Image.Image: ...
+
+
+class StandInRenderer:
+    """Dry-run: the stand-in generator; its likeness follows the loaded LoRA's training step."""
+
+    name = "stand-in"
+    base_model = "stand-in (dry run)"
+
+    def __init__(self, faces: Sequence[Image.Image], training: Sequence[Image.Image]):
+        self.generator = StandInGenerator(faces, training)
+        self.lora: Path | None = None
+        self.step: int | None = None
+
+    def load_lora(self, path: Path | None) -> None:
+        self.lora, self.step = path, lora_step(path)
+
+    def render(self, job: RenderJob) -> Image.Image:
+        request = StandInRequest(
+            prompt=job.prompt, seed=job.seed, width=job.width, height=job.height,
+            lora_weight=job.lora_weight, step=self.step, has_lora=self.lora is not None,
+        )  # fmt: skip
+        return self.generator.render(request)
+
+
+class DiffusersRenderer:
+    """SDXL base loaded once; each LoRA loaded, used at the job's weight, then unloaded. The LoRA scale
+    goes through cross_attention_kwargs, which works with and without diffusers' PEFT backend (kohya's
+    image pins an older diffusers without peft)."""
+
+    name = "diffusers"
+
+    def __init__(self, base_model: str, device: str = "cuda"):
+        try:
+            import diffusers
+            import torch
+        except ModuleNotFoundError as error:
+            raise WorkerError(
+                f"the diffusers generator needs torch and diffusers ({error.name} is missing here); they exist in "
+                "the worker image (deploy/worker/Dockerfile). Run on the GPU executor, or set MODELCREW_DRY_RUN=1 "
+                "for the stand-in generator"
+            ) from None
+        self._torch, self._diffusers, self.device = torch, diffusers, device
+        self.base_model = Path(base_model).name
+        pipeline = diffusers.StableDiffusionXLPipeline
+        load = pipeline.from_single_file if Path(base_model).is_file() else pipeline.from_pretrained
+        self.pipe = load(base_model, torch_dtype=torch.float16).to(device)
+        self._scheduler_config = self.pipe.scheduler.config
+        self._sampler: str | None = None
+        self._lora = False
+
+    def load_lora(self, path: Path | None) -> None:
+        if self._lora:
+            self.pipe.unload_lora_weights()
+            self._lora = False
+        if path is not None:
+            self.pipe.load_lora_weights(str(path.parent), weight_name=path.name)
+            self._lora = True
+
+    def render(self, job: RenderJob) -> Image.Image:
+        if job.sampler != self._sampler:
+            class_name, options = SAMPLERS[job.sampler]
+            self.pipe.scheduler = getattr(self._diffusers, class_name).from_config(self._scheduler_config, **options)
+            self._sampler = job.sampler
+        generator = self._torch.Generator(device=self.device).manual_seed(job.seed)
+        result = self.pipe(
+            prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
+            num_inference_steps=job.steps, guidance_scale=job.cfg, generator=generator,
+            cross_attention_kwargs={"scale": job.lora_weight} if self._lora else None,
+        )  # fmt: skip
+        return result.images[0]
+
+
+def open_renderer(
+    generator: str, base_model: str | None, faces: Sequence[Image.Image], training: Sequence[Image.Image]
+) -> Renderer:
+    """The renderer for `generator`: "stand_in" draws with the faces and training images."""
+    if generator == "stand_in":
+        return StandInRenderer(faces, training)
+    if generator == "diffusers":
+        environ = os.environ
+        return DiffusersRenderer(
+            base_model or environ.get(GENERATOR_BASE_MODEL_ENV) or environ.get(BASE_MODEL_ENV) or DEFAULT_BASE_MODEL
+        )
+    raise WorkerError(f"generator {generator!r} is unknown; use one of {', '.join(GENERATORS)}")
