@@ -150,7 +150,10 @@ def test_training_worker_imports_nothing_but_the_stdlib_boto3_and_dagster_pipes(
                 assert top in sys.stdlib_module_names or top in allowed or inside, f"{path.name} imports {name}"
 
 
-def test_worker_entry_point_does_not_import_dagster():
-    code = "import sys, modelcrew_assets.worker.__main__; print([m for m in sys.modules if m.startswith('dagster.')][:3])"
+def test_worker_entry_point_imports_neither_dagster_nor_the_image_stack():
+    code = (
+        "import sys, modelcrew_assets.worker.__main__, modelcrew_assets.worker.train; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'cv2', 'numpy', 'PIL', 'torch'}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ only has to pass the command name and the Pipes bootstrap environment.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from contextlib import contextmanager
@@ -15,12 +16,18 @@ from collections.abc import Iterator
 import boto3
 from dagster_pipes import PipesContext, PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
 
-from modelcrew_assets.worker import batch, generate, train
+from modelcrew_assets.worker.train import WorkerError
 
 TRANSPORT_ENV = "MODELCREW_PIPES_TRANSPORT"  # "s3" on remote boxes, unset for local temp files
 FLUSH_ENV = "MODELCREW_PIPES_FLUSH_SECONDS"
 
-COMMANDS = {"train": train.run, "batch": batch.run, "generate": generate.run}
+# Imported only when chosen: `train` runs with kohya's environment alone, while `generate` and `batch`
+# also need OpenCV/numpy/Pillow (and torch/diffusers for real renders).
+COMMANDS = {
+    "train": "modelcrew_assets.worker.train",
+    "generate": "modelcrew_assets.worker.generate",
+    "batch": "modelcrew_assets.worker.batch",
+}
 
 
 @contextmanager
@@ -43,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
     try:
+        command = importlib.import_module(COMMANDS[args.command]).run
         with open_pipes() as pipes:
-            COMMANDS[args.command](pipes)
-    except train.WorkerError:
+            command(pipes)
+    except WorkerError:
         # Already reported through Pipes (result message and the closed message's exception).
         return 1
     return 0
