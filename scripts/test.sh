@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --dev
+# exiftool reads the exported JPEGs' XMP labels back in the platform_exports tests (CI runs as root on Debian).
+command -v exiftool >/dev/null || (apt-get update -qq && apt-get install -y -qq libimage-exiftool-perl)
 exec .venv/bin/python -m pytest "$@"
