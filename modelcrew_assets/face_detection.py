@@ -58,6 +58,13 @@ def detect_faces(image: Image.Image, min_size_fraction: float = 0.06) -> list[Fa
     return sorted(boxes, key=lambda box: box.area, reverse=True)
 
 
+def prominent_faces(image: Image.Image, relative_side: float = 0.4) -> list[FaceBox]:
+    """Faces at least `relative_side` of the largest face's side: the ones a viewer (or a LoRA) notices.
+    Haar's usual false positives are small patches of texture next to a real face, and this drops them."""
+    faces = detect_faces(image)
+    return [box for box in faces if faces and box.width >= relative_side * faces[0].width]
+
+
 def largest_face(image: Image.Image) -> FaceBox | None:
     faces = detect_faces(image)
     return faces[0] if faces else None

@@ -35,7 +35,7 @@ STEPS = (250, 750, 1000, 1500)  # underfit, sweet spot, the same likeness later,
 SIZE = 256  # 1024 in production; smaller here for CPU time, the layout and rules are the same
 
 
-def seed_model(storage: StorageResource, face: Image.Image) -> LoraCheckpoints:
+def seed_model(storage: StorageResource, face: Image.Image, steps: tuple[int, ...] = STEPS) -> LoraCheckpoints:
     storage.put_bytes(manifest_key(MODEL), manifest_text(MODEL, MODEL).encode())
     storage.put_bytes(face_prefix(MODEL) + "face.jpg", jpeg_bytes(face))
     swapped = []
@@ -49,7 +49,7 @@ def seed_model(storage: StorageResource, face: Image.Image) -> LoraCheckpoints:
         resolution="1024,1024", mixed_precision="bf16", seed=42,
     )  # fmt: skip
     checkpoints = []
-    for step in STEPS:
+    for step in steps:
         key = f"models/{MODEL}/lora_checkpoints/r1/{MODEL}-step{step:08d}.safetensors"
         put = storage.put_bytes(key, lora_safetensors(4, 4.0, step, args))
         checkpoints.append(Checkpoint(step=step, key=key, sha256=put.sha256, size=put.size, uri=put.uri))
@@ -192,3 +192,13 @@ def test_dry_run_through_the_fake_runpod_picks_the_sweet_spot_and_terminates_the
     assert meta["backend"] == "runpod_pod" and meta["estimated_cost_usd"] > 0
     index = read_index(s3_storage, MODEL, CheckpointEvaluations)
     assert s3_storage.exists(index.grid_key) and index.grid_key.startswith(f"models/{MODEL}/checkpoint_evaluations/")
+
+
+def test_an_underfit_automatic_choice_blocks_generation_and_a_manual_one_only_warns(local_storage, astronaut, instance):
+    seed_model(local_storage, astronaut, steps=(250,))
+    automatic = evaluate(instance, local_storage, local_gpu())
+    assert not automatic.success and "blocking asset check failed" in failure_message(automatic)
+    assert metadata(automatic)["verdict"] == "all_underfit"
+
+    manual = evaluate(instance, local_storage, local_gpu(), checkpoint_step=250)
+    assert manual.success and checks(manual)[IDENTITY_CHECK] is False

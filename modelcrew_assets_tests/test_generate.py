@@ -240,7 +240,8 @@ def run_worker(extras: dict, root: Path) -> tuple[list[dict], str | None]:
         return dg.MaterializeResult()
 
     resources = {"gpu": LocalGpuResource(dry_run=True, poll_seconds=0.05, pipes_poll_seconds=0.05), "storage": StorageResource(url=f"file://{root}")}
-    dg.materialize([evaluation], resources=resources)
+    with dg.instance_for_test() as instance:
+        dg.materialize([evaluation], resources=resources, instance=instance)
     return collected["messages"], collected["error"]
 
 

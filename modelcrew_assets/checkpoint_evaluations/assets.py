@@ -75,7 +75,10 @@ class Evaluation:
     pool="gpu",
     group_name="training",
     kinds={"pytorch", "opencv"},
-    check_specs=[dg.AssetCheckSpec(IDENTITY_CHECK, asset=ASSET), dg.AssetCheckSpec(MEMORIZATION_CHECK, asset=ASSET)],
+    check_specs=[
+        dg.AssetCheckSpec(IDENTITY_CHECK, asset=ASSET, blocking=True),
+        dg.AssetCheckSpec(MEMORIZATION_CHECK, asset=ASSET, blocking=True),
+    ],
 )
 def checkpoint_evaluations(
     context: dg.AssetExecutionContext, config: CheckpointEvaluationConfig, storage: StorageResource, gpu: GpuExecutorResource

@@ -126,16 +126,21 @@ def scores_json(
 
 
 def check_results(chosen: StepScores, thresholds: Thresholds, embedder: str, manual: bool) -> list[dg.AssetCheckResult]:
+    """Both checks block generation when the automatic choice is not good enough; a person's explicit
+    `checkpoint_step` is their call, so then a failure only warns."""
     common = {"step": chosen.step, "manual_choice": manual, "embedder": embedder}
+    severity = dg.AssetCheckSeverity.WARN if manual else dg.AssetCheckSeverity.ERROR
     return [
         dg.AssetCheckResult(
             check_name=IDENTITY_CHECK,
+            severity=severity,
             passed=chosen.identity >= thresholds.identity,
             metadata={**common, "identity": chosen.identity, "threshold": thresholds.identity,
                       "face_detection_rate": chosen.face_detection_rate},
         ),  # fmt: skip
         dg.AssetCheckResult(
             check_name=MEMORIZATION_CHECK,
+            severity=severity,
             passed=not chosen.memorizing(thresholds),
             metadata={
                 **common,

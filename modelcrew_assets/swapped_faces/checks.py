@@ -81,7 +81,7 @@ def swapped_faces_have_no_near_duplicates(
 @dg.asset_check(
     asset="swapped_faces",
     blocking=True,
-    description="Exactly one face is found in every swapped photo (none or several confuse training).",
+    description="Exactly one prominent face in every swapped photo (none or several confuse training).",
 )
 def swapped_faces_have_one_face_each(
     context: dg.AssetCheckExecutionContext, storage: StorageResource

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from modelcrew_assets.face_detection import detect_faces
+from modelcrew_assets.face_detection import prominent_faces
 
 SDXL_MIN_SIDE = 1024
 MIN_SHARPNESS = 100.0
@@ -31,4 +31,4 @@ def sharpness(image: Image.Image) -> float:
 
 
 def face_count(image: Image.Image) -> int:
-    return len(detect_faces(image))
+    return len(prominent_faces(image))

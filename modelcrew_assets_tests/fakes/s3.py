@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +17,8 @@ from modelcrew_assets_tests.fakes.aws_env import TEST_REGION
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
+    # moto logs every request (presigned URLs included): keep test output to what matters.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -1,0 +1,240 @@
+"""The platform as the studio runs it: `modelcrew upload` into S3 (moto), the Dagster daemon's sensor
+starts the run, every stage runs in dry-run to platform_exports; then lineage, metadata and secrets.
+A second test backfills three new models with the `gpu` pool at 1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from modelcrew_assets.definitions import defs
+from modelcrew_assets_tests.fakes.aws_env import TEST_REGION
+from modelcrew_assets_tests.fakes.s3 import make_bucket
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PIPELINE = [
+    "swapped_faces",
+    "captions",
+    "kohya_dataset",
+    "lora_checkpoints",
+    "checkpoint_evaluations",
+    "generated_batches",
+    "platform_exports",
+]
+GPU_STEPS = {"lora_checkpoints", "checkpoint_evaluations", "generated_batches"}
+SENTINELS = {
+    "MAXSTUDIO_API_KEY": "sentinel-maxstudio-7f3a",
+    "CAPTION_API_KEY": "sentinel-caption-91bd",
+    "RUNPOD_API_KEY": "sentinel-runpod-c4e2",
+    "MODELCREW_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hooks/sentinel-webhook-55d1",
+}
+SMALL_RUN = """
+[training]
+max_train_steps = 1000
+save_every_n_steps = 250
+
+[generation]
+images = 4
+"""
+
+
+@dataclass
+class Deployment:
+    home: Path
+    bucket: str
+    env: dict[str, str]
+    daemon_log: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300, check=True
+        )
+
+    def instance(self) -> dg.DagsterInstance:
+        os.environ["DAGSTER_HOME"] = str(self.home)
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, moto_endpoint) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("e2e")
+    home = base / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    bucket = make_bucket(moto_endpoint)
+    env = {
+        **os.environ,
+        **SENTINELS,
+        "DAGSTER_HOME": str(home),
+        "MODELCREW_STORAGE_URL": f"s3://{bucket}/studio",
+        "AWS_ENDPOINT_URL_S3": moto_endpoint,
+        "AWS_REGION": TEST_REGION,
+        "MODELCREW_DRY_RUN": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    daemon_log = base / "daemon.log"
+    with daemon_log.open("w") as log:
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield Deployment(home, bucket, env, daemon_log)
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+
+
+def upload_small_model(deployment: Deployment, name: str, tmp_path: Path) -> None:
+    demo = resources.files("modelcrew_assets.demo")
+    manifest = demo.joinpath("model.toml").read_text().replace('"demo"', f'"{name}"', 1) + SMALL_RUN
+    (tmp_path / f"{name}.toml").write_text(manifest)
+    with resources.as_file(demo) as folder:
+        deployment.run(
+            str(BIN / "modelcrew"), "upload", name,
+            "--face", str(folder / "face.jpg"),
+            "--targets", str(folder / "targets"),
+            "--manifest", str(tmp_path / f"{name}.toml"),
+        )
+
+
+def wait_for_runs(
+    deployment: Deployment, partitions: set[str], timeout_s: float, tag: str | None = None
+) -> list[dg.DagsterRun]:
+    """Wait until every partition has a finished run (with `tag`, if given); fail early on a failed one."""
+    deadline = time.monotonic() + timeout_s
+    with deployment.instance() as instance:
+        while time.monotonic() < deadline:
+            runs = [
+                r
+                for r in instance.get_runs()
+                if r.tags.get("dagster/partition") in partitions and (tag is None or tag in r.tags)
+            ]
+            failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+            assert not failed, f"run failed: {failed[0].run_id}\n{deployment.daemon_log.read_text()[-3000:]}"
+            done = {r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
+            if done == partitions:
+                return runs
+            time.sleep(2)
+    raise AssertionError(f"runs for {sorted(partitions)} did not finish in {timeout_s}s")
+
+
+def materialization(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.AssetMaterialization:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"{asset} has no materialization for {partition}"
+    return records[0].asset_materialization
+
+
+def test_upload_to_exports_through_the_daemon_with_lineage_and_no_secret_anywhere(deployment, tmp_path):
+    upload_small_model(deployment, "e2e", tmp_path)
+    [run] = wait_for_runs(deployment, {"e2e"}, timeout_s=420)
+    assert run.tags["dagster/sensor_name"] == "model_uploads_sensor"
+
+    with deployment.instance() as instance:
+        assert "e2e" in instance.get_dynamic_partitions("models")
+        events = {asset: materialization(instance, asset, "e2e") for asset in PIPELINE}
+        for asset, event in events.items():
+            assert event.metadata["dry_run"].value is True, asset
+            for dep in _deps(asset):
+                parent = dep.asset_key.to_user_string()
+                recorded = event.tags[f"dagster/input_data_version/{parent}"]
+                if parent in events:
+                    # Dagster records a partitioned input as sha256 over the partitions' data versions.
+                    expected = hashlib.sha256(events[parent].tags["dagster/data_version"].encode()).hexdigest()
+                    assert recorded == expected, (asset, parent)
+        # The uploads' fingerprint, observed by the sensor, is what the run was started for and what
+        # swapped_faces read (Dagster 1.13 does not yet hash observations into partitioned input versions).
+        [observation] = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_uploads"), asset_partitions=["e2e"]), limit=1
+        ).records
+        assert observation.asset_observation.tags["dagster/data_version"] == run.tags["modelcrew/uploads"]
+        pointer = events["swapped_faces"].tags["dagster/input_event_pointer/model_uploads"]
+        assert int(pointer) == observation.storage_id
+        assert events["lora_checkpoints"].metadata["dagster/row_count"].value == 4
+        assert events["checkpoint_evaluations"].metadata["verdict"].value == "chosen"
+        assert events["generated_batches"].metadata["dagster/row_count"].value == 4
+        assert events["platform_exports"].metadata["dagster/row_count"].value == 8
+
+    storage_keys = _bucket_keys(deployment)
+    assert any(key.endswith(".safetensors") for key in storage_keys)
+    assert any("/platform_exports/" in key and key.endswith("manifest.csv") for key in storage_keys)
+    _assert_no_sentinel(deployment, storage_keys)
+
+
+def test_backfill_of_three_new_models_queues_gpu_stages_through_the_pool(deployment, tmp_path):
+    models = {"bf-one", "bf-two", "bf-three"}
+    # New models arrive for a backfill, not for the sensor: stop it as an operator would.
+    deployment.run(str(BIN / "dagster"), "sensor", "stop", "model_uploads_sensor", "-w", "workspace.yaml")
+    for name in sorted(models):
+        upload_small_model(deployment, name, tmp_path)
+    with deployment.instance() as instance:
+        instance.add_dynamic_partitions("models", sorted(models))
+    deployment.run(
+        str(BIN / "dagster"), "job", "backfill", "-j", "model_pipeline", "-w", "workspace.yaml",
+        "--partitions", ",".join(sorted(models)), "--noprompt",
+    )
+    runs = wait_for_runs(deployment, models, timeout_s=900, tag="dagster/backfill")
+    with deployment.instance() as instance:
+        intervals = []
+        for run in runs:
+            starts = {}
+            for record in instance.all_logs(run.run_id):
+                event = record.dagster_event
+                if event is None or event.step_key not in GPU_STEPS:
+                    continue
+                if event.event_type == dg.DagsterEventType.STEP_START:
+                    starts[event.step_key] = record.timestamp
+                elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    intervals.append((starts[event.step_key], record.timestamp, run.run_id, event.step_key))
+    assert len(intervals) == 3 * len(GPU_STEPS)
+    intervals.sort()
+    for (_, end, *first), (start, _, *second) in zip(intervals, intervals[1:]):
+        assert start >= end, f"{first} and {second} held the gpu pool at the same time"
+
+
+def _deps(asset: str) -> list[dg.AssetDep]:
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key == dg.AssetKey(asset))
+    return list(spec.deps)
+
+
+def _bucket_keys(deployment: Deployment) -> list[str]:
+    client = boto3.client("s3", region_name=TEST_REGION, endpoint_url=deployment.env["AWS_ENDPOINT_URL_S3"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=deployment.bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def _assert_no_sentinel(deployment: Deployment, storage_keys: list[str]) -> None:
+    """Event log (sqlite), compute logs, the daemon's output and every stored object: no credential."""
+    client = boto3.client("s3", region_name=TEST_REGION, endpoint_url=deployment.env["AWS_ENDPOINT_URL_S3"])
+    # sqlite keeps text uncompressed, so the raw bytes of Dagster's files cover the event log too.
+    texts = [deployment.daemon_log.read_bytes()]
+    texts += [path.read_bytes() for path in deployment.home.rglob("*") if path.is_file()]
+    texts += [client.get_object(Bucket=deployment.bucket, Key=key)["Body"].read() for key in storage_keys]
+    for name, secret in SENTINELS.items():
+        token = secret.rsplit("/", 1)[-1].encode()
+        assert not any(token in blob for blob in texts), f"{name} leaked"
