@@ -12,8 +12,9 @@ from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from modelcrew_assets.manifest import ManifestError, ModelSpec, parse_manifest
 from modelcrew_assets.resources.storage import PutResult, StorageResource
-from modelcrew_assets.storage_keys import asset_prefix
+from modelcrew_assets.storage_keys import asset_prefix, manifest_key
 
 
 class StageIndex(BaseModel):
@@ -56,6 +57,18 @@ def read_index(storage: StorageResource, model: str, index_type: type[Index]) ->
 
 class MissingUpstreamError(RuntimeError):
     """A stage was asked to run before the stage it reads from."""
+
+
+def read_model_spec(storage: StorageResource, model: str) -> ModelSpec:
+    """The model's validated manifest, which every stage reads; ManifestError names the file and field."""
+    source = manifest_key(model)
+    try:
+        text = storage.get_bytes(source).decode("utf-8")
+    except KeyError:
+        raise ManifestError(f"{source} is missing; upload the model's model.toml") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{source}: not UTF-8 text; save it as UTF-8 and upload it again") from None
+    return parse_manifest(text, source=source, expected_name=model)
 
 
 class SwappedFace(Handoff):

@@ -107,7 +107,7 @@ def test_full_run_on_runpod_stores_six_checkpoints_and_terminates_the_pod(s3_sto
 
     pod = fake_runpod.only_pod()
     assert pod.terminated is not None and pod.process.poll() is not None
-    assert metadata["pod_id"].value == pod.id
+    assert metadata["gpu_job_id"].value == pod.id
     overhead = fake_runpod.billable_seconds(pod.id) - metadata["trainer_seconds"].value
     record_property("pod_billable_minus_trainer_seconds", round(overhead, 1))
     assert overhead <= 60, f"pod billed {overhead:.1f} s beyond the trainer's time"
@@ -129,7 +129,7 @@ def test_trainer_dying_at_step_600_terminates_the_pod_and_keeps_250_and_500(s3_s
     assert [key.rsplit("-step", 1)[1] for key in stored] == ["00000250.safetensors", "00000500.safetensors"]
     attempt = [o.key for o in s3_storage.list(f"models/{MODEL}/lora_checkpoints/") if "/attempts/" in o.key]
     record = json.loads(s3_storage.get_bytes(attempt[0]))
-    assert [c["step"] for c in record["checkpoints"]] == [250, 500] and record["pod_id"] == pod.id
+    assert [c["step"] for c in record["checkpoints"]] == [250, 500] and record["gpu_job_id"] == pod.id
 
 
 def test_resume_continues_from_the_state_a_dead_attempt_left(s3_storage, fake_runpod, instance):
@@ -148,6 +148,22 @@ def test_resume_continues_from_the_state_a_dead_attempt_left(s3_storage, fake_ru
     assert [c.step for c in index.checkpoints] == STEPS
     assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
     assert all(pod.terminated is not None for pod in fake_runpod.pods.values())
+
+
+def test_pod_lost_mid_training_is_retried_and_resumes_from_the_stored_checkpoints(s3_storage, fake_runpod, instance):
+    seed_dataset(s3_storage)
+    fake_runpod.pod_env["MODELCREW_STANDIN_STEP_SECONDS"] = "0.01"
+    fake_runpod.lose_pod_when = lambda: any(
+        key.key.endswith(".safetensors") for key in s3_storage.list(f"models/{MODEL}/lora_checkpoints/")
+    )
+    resume = {"ops": {"lora_checkpoints": {"config": {"resume": True}}}}
+    gpu = runpod(fake_runpod, lost_worker_retry_seconds=0, closing_grace_seconds=2)
+    result = materialize(instance, s3_storage, gpu, resume)
+    assert result.success, failure_message(result)
+    assert len(fake_runpod.pods) == 2 and all(pod.terminated is not None for pod in fake_runpod.pods.values())
+    assert materialization_metadata(result)["resumed_from_step"].value >= 250
+    assert [c.step for c in read_index(s3_storage, MODEL, LoraCheckpoints).checkpoints] == STEPS
+    assert any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
 
 
 def test_first_gpu_type_without_capacity_falls_back_to_the_next(s3_storage, fake_runpod, instance):

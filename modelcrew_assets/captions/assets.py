@@ -8,13 +8,20 @@ import dagster as dg
 from modelcrew_assets.captions.generate import build_captions, caption_key
 from modelcrew_assets.captions.prompt import LIKENESS_PROMPT
 from modelcrew_assets.captions.text import CLIP_TOKEN_WINDOW, clip_token_count, starts_with_trigger_once
-from modelcrew_assets.handoffs import CaptionedImage, Captions, SwappedFaces, read_index, write_index
+from modelcrew_assets.handoffs import (
+    CaptionedImage,
+    Captions,
+    SwappedFaces,
+    read_index,
+    read_model_spec,
+    write_index,
+)
 from modelcrew_assets.imaging import decode_image, markdown_image
-from modelcrew_assets.manifest import ModelSpec, parse_manifest
+from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.captioner import CaptionerResource
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import asset_prefix, manifest_key
+from modelcrew_assets.storage_keys import asset_prefix
 
 PREVIEW_ROWS = 20
 
@@ -35,7 +42,7 @@ def captions(
 ) -> dg.MaterializeResult:
     """One training caption per swapped image: trigger word first, identity left to the trigger."""
     model = context.partition_key
-    spec = load_spec(storage, model)
+    spec = read_model_spec(storage, model)
     swapped = read_index(storage, model, SwappedFaces)
     if not captioner.enabled and not captioner.dry_run:
         context.log.warning(
@@ -74,11 +81,6 @@ def captions(
     return dg.MaterializeResult(
         metadata=metadata, check_results=caption_checks(storage, spec, swapped, run.items)
     )
-
-
-def load_spec(storage: StorageResource, model: str) -> ModelSpec:
-    key = manifest_key(model)
-    return parse_manifest(storage.get_bytes(key).decode("utf-8"), source=key, expected_name=model)
 
 
 def caption_checks(

@@ -32,13 +32,19 @@ from modelcrew_assets.checkpoint_evaluations.selection import (
     Thresholds,
     select_checkpoint,
 )
-from modelcrew_assets.handoffs import CheckpointEvaluations, LoraCheckpoints, SwappedFaces, read_index, write_index
+from modelcrew_assets.handoffs import (
+    CheckpointEvaluations,
+    LoraCheckpoints,
+    SwappedFaces,
+    read_index,
+    read_model_spec,
+    write_index,
+)
 from modelcrew_assets.imaging import encode_jpeg, markdown_image
-from modelcrew_assets.manifest import parse_manifest
 from modelcrew_assets.partitions import models_partitions
-from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
+from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import asset_prefix, face_prefix, is_image_name, manifest_key
+from modelcrew_assets.storage_keys import asset_prefix, face_prefix, is_image_name
 from modelcrew_assets.worker.generate import CHECKPOINT_SCORE
 
 ASSET = CheckpointEvaluations.ASSET
@@ -175,7 +181,7 @@ def _evaluate(
     prefix: str,
 ) -> Evaluation:
     model = trained.model
-    spec = parse_manifest(storage.get_bytes(manifest_key(model)).decode("utf-8"), manifest_key(model), model)
+    spec = read_model_spec(storage, model)
     faces = [item.key for item in storage.list(face_prefix(model)) if is_image_name(item.key)]
     if not faces:
         raise dg.Failure(f"no reference face image in {face_prefix(model)}; upload the model's face photo there")
@@ -199,7 +205,7 @@ def _evaluate(
     except WorkerFailedError as failure:
         raise dg.Failure(
             description=f"checkpoint_evaluations for {model!r}: the generate worker failed; {failure}",
-            metadata=_cost(failure.run),
+            metadata=failure.run.cost_metadata(),
         ) from failure
     scores = {message["lora_key"]: message for message in run.of_type(CHECKPOINT_SCORE)}
     unscored = [c.step for c in trained.checkpoints if c.key not in scores]
@@ -224,7 +230,7 @@ def _evaluate(
             )
         )
     embedder = next(iter(scores.values()))["embedder"]
-    return Evaluation(tuple(sorted(scored, key=lambda s: s.scores.step)), embedder, {**_cost(run), "samples": len(jobs)})
+    return Evaluation(tuple(sorted(scored, key=lambda s: s.scores.step)), embedder, {**run.cost_metadata(), "samples": len(jobs)})
 
 
 def _reusable(storage: StorageResource, model: str, trained: LoraCheckpoints) -> Evaluation | None:
@@ -252,12 +258,3 @@ def _reusable(storage: StorageResource, model: str, trained: LoraCheckpoints) ->
     )
     return Evaluation(scored, previous.embedder, {"reused_scores_from": previous.run_id, "dry_run": previous.dry_run})
 
-
-def _cost(run: WorkerRun) -> dict[str, Any]:
-    return {
-        "backend": run.backend,
-        "gpu_job_id": run.job_id,
-        "gpu_type": run.gpu_type,
-        "billable_seconds": run.billable_seconds,
-        "estimated_cost_usd": run.estimated_cost_usd,
-    }

@@ -37,12 +37,12 @@ from modelcrew_assets.handoffs import (
     MissingUpstreamError,
     read_index,
     write_index,
+    read_model_spec,
 )
-from modelcrew_assets.manifest import parse_manifest
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import face_prefix, is_image_name, manifest_key
+from modelcrew_assets.storage_keys import face_prefix, is_image_name
 from modelcrew_assets.worker.batch import GENERATED_IMAGE
 
 HARD_STOP_MARGIN_MINUTES = 15
@@ -115,7 +115,7 @@ def generated_batches(
     """A batch of images from the chosen checkpoint, each with its prompt, seed and settings recorded."""
     model = context.partition_key
     batch_id = batch_id_for(config, context.run)
-    spec = parse_manifest(storage.get_bytes(manifest_key(model)).decode("utf-8"), manifest_key(model), model)
+    spec = read_model_spec(storage, model)
     checkpoint, manual = chosen_checkpoint(storage, model, config.checkpoint_step)
     jobs = plan_batch(spec, batch_id, parse_size(config.image_size) if config.image_size else None)
     progress = read_progress(storage, model, batch_id)
@@ -243,10 +243,4 @@ def _record_batch(
 def _cost(run: WorkerRun | None) -> dict:
     if run is None:
         return {"estimated_cost_usd": 0.0, "billable_seconds": 0.0, "gpu_job_id": "none (nothing to render)"}
-    return {
-        "estimated_cost_usd": run.estimated_cost_usd,
-        "billable_seconds": run.billable_seconds,
-        "backend": run.backend,
-        "gpu_job_id": run.job_id,
-        "gpu_type": run.gpu_type,
-    }
+    return run.cost_metadata()

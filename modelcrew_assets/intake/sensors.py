@@ -11,7 +11,8 @@ from modelcrew_assets.intake.assets import model_pipeline_job, model_uploads
 from modelcrew_assets.intake.upload import UploadError
 from modelcrew_assets.intake.upload_scan import ModelUploads, group_uploads, is_junk_name
 from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, unpack_model_zip
-from modelcrew_assets.manifest import ManifestError, ModelSpec, parse_manifest
+from modelcrew_assets.handoffs import read_model_spec
+from modelcrew_assets.manifest import ManifestError, ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.resources.storage_backends import StoredObject
@@ -46,17 +47,6 @@ class UploadsCursor:
 
 def run_key_for(uploads: ModelUploads) -> str:
     return f"{uploads.model}:{uploads.fingerprint[:16]}"
-
-
-def load_spec(storage: StorageResource, uploads: ModelUploads) -> ModelSpec:
-    """Read and validate the model's manifest; ManifestError names the file and the field."""
-    assert uploads.manifest is not None
-    source = uploads.manifest.key
-    try:
-        text = storage.get_bytes(source).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ManifestError(f"{source}: not UTF-8 text; save it as UTF-8 and upload it again") from None
-    return parse_manifest(text, source=source, expected_name=uploads.model)
 
 
 def observation_for(storage: StorageResource, uploads: ModelUploads, spec: ModelSpec) -> dg.AssetObservation:
@@ -119,7 +109,7 @@ def model_uploads_sensor(
             problems.append(f"{model}: waiting for {', '.join(uploads.missing)}")
             continue
         try:
-            spec = load_spec(storage, uploads)
+            spec = read_model_spec(storage, model)
         except ManifestError as error:
             problems.append(str(error))
             continue

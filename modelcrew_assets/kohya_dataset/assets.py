@@ -8,8 +8,7 @@ from pathlib import PurePosixPath
 import dagster as dg
 from PIL import Image
 
-from modelcrew_assets.captions.assets import load_spec
-from modelcrew_assets.handoffs import Captions, KohyaDataset, read_index, write_index
+from modelcrew_assets.handoffs import Captions, KohyaDataset, read_index, read_model_spec, write_index
 from modelcrew_assets.imaging import contact_sheet, decode_image, encode_jpeg, markdown_image
 from modelcrew_assets.kohya_dataset.layout import (
     CAPTION_EXTENSION,
@@ -47,7 +46,7 @@ TOO_FEW_IMAGES = 5
 def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The training set as kohya sd-scripts reads it: img/<repeats>_<trigger> <class>/, dataset.toml, zip."""
     model = context.partition_key
-    spec = load_spec(storage, model)
+    spec = read_model_spec(storage, model)
     captions = read_index(storage, model, Captions)
     plan = plan_training(len({item.image_sha256 for item in captions.items}), spec.training)
     folder = image_folder_name(plan.repeats, spec.trigger, spec.model.class_word)

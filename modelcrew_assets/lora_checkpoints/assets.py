@@ -6,12 +6,18 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from modelcrew_assets.handoffs import Checkpoint, KohyaDataset, LoraCheckpoints, read_index, write_index
+from modelcrew_assets.handoffs import (
+    Checkpoint,
+    KohyaDataset,
+    LoraCheckpoints,
+    read_index,
+    read_model_spec,
+    write_index,
+)
 from modelcrew_assets.imaging import markdown_image
 from modelcrew_assets.lora_checkpoints.checks import (
     EVERY_SAVE_STEP,
@@ -20,11 +26,11 @@ from modelcrew_assets.lora_checkpoints.checks import (
     valid_safetensors_result,
 )
 from modelcrew_assets.lora_checkpoints.plot import loss_curve
-from modelcrew_assets.manifest import ModelSpec, parse_manifest
+from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import asset_prefix, manifest_key
+from modelcrew_assets.storage_keys import asset_prefix
 from modelcrew_assets.worker.kohya import Recipe
 from modelcrew_assets.worker.messages import CHECKPOINT, SAMPLE
 from modelcrew_assets.worker.safetensors_header import parse_header
@@ -104,15 +110,6 @@ def _loss_table(checkpoints: Sequence[Checkpoint], loss: Mapping[int, float]) ->
     return "\n".join(rows)
 
 
-def _cost_metadata(run: WorkerRun) -> dict[str, Any]:
-    return {
-        "backend": run.backend,
-        "pod_id": run.job_id,
-        "gpu_type": run.gpu_type,
-        "billable_seconds": run.billable_seconds,
-        "estimated_cost_usd": run.estimated_cost_usd,
-    }
-
 
 @dg.asset(
     deps=["kohya_dataset"],
@@ -131,7 +128,7 @@ def lora_checkpoints(
     """An SDXL likeness LoRA trained with kohya on a rented GPU: one checkpoint per save step."""
     model = context.partition_key
     dataset = read_index(storage, model, KohyaDataset)
-    spec = parse_manifest(storage.get_bytes(manifest_key(model)).decode("utf-8"), manifest_key(model), model)
+    spec = read_model_spec(storage, model)
     recipe = recipe_for(spec, save_state=config.resume)
     prompts = [p.format(trigger=spec.trigger, class_word=spec.model.class_word) for p in spec.generation.prompts]
     prompts = prompts[:SAMPLE_PROMPTS]
@@ -164,7 +161,7 @@ def lora_checkpoints(
             "dagster_run_id": context.run.run_id,
             "error": str(failure),
             "checkpoints": [c.model_dump() for c in kept],
-            **_cost_metadata(failure.run),
+            **failure.run.cost_metadata(),
         }
         storage.put_bytes(f"{prefix}attempts/{context.run.run_id}.json", json.dumps(record, indent=2).encode())
         raise dg.Failure(
@@ -173,7 +170,7 @@ def lora_checkpoints(
             metadata={
                 "kept_checkpoint_steps": [c.step for c in kept],
                 "kept_checkpoints": [c.key for c in kept],
-                **_cost_metadata(failure.run),
+                **failure.run.cost_metadata(),
             },
         ) from failure
 
@@ -211,7 +208,7 @@ def lora_checkpoints(
             "trainer_seconds": result.get("trainer_seconds"),
             "resumed_from_step": resumed_from,
             "dry_run": gpu.dry_run,
-            **_cost_metadata(run),
+            **run.cost_metadata(),
         }
     )
     yield valid_safetensors_result(storage, checkpoints, recipe)

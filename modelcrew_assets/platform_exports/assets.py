@@ -6,9 +6,14 @@ from collections import Counter
 import dagster as dg
 from PIL import Image
 
-from modelcrew_assets.handoffs import GeneratedBatch, PlatformExports, read_index, write_index
+from modelcrew_assets.handoffs import (
+    GeneratedBatch,
+    PlatformExports,
+    read_index,
+    read_model_spec,
+    write_index,
+)
 from modelcrew_assets.imaging import contact_sheet, markdown_image
-from modelcrew_assets.manifest import ModelSpec, parse_manifest
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.platform_exports.checks import (
     EXACT_SIZES,
@@ -20,7 +25,6 @@ from modelcrew_assets.platform_exports.checks import (
 from modelcrew_assets.platform_exports.stage import batch_prefix, export_batch, export_settings
 from modelcrew_assets.resources.c2pa_signing import C2paSigningResource
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import manifest_key
 
 
 @dg.asset(
@@ -40,7 +44,7 @@ def platform_exports(
     """The latest generated batch cropped, watermarked and AI-labelled per platform, with a manifest.csv each."""
     model = context.partition_key
     batch = read_index(storage, model, GeneratedBatch)
-    spec = _load_spec(storage, model)
+    spec = read_model_spec(storage, model)
     settings = export_settings(storage, spec, c2pa.signing())
     result = export_batch(storage, spec, batch, settings, context.log)
     index = result.index
@@ -71,11 +75,6 @@ def platform_exports(
     if index.dry_run:
         metadata["dry_run"] = True
     return dg.MaterializeResult(metadata=metadata, check_results=check_exports(storage, index, settings.platforms))
-
-
-def _load_spec(storage: StorageResource, model: str) -> ModelSpec:
-    key = manifest_key(model)
-    return parse_manifest(storage.get_bytes(key).decode("utf-8"), source=key, expected_name=model)
 
 
 def _preview(storage: StorageResource, index: PlatformExports) -> str:

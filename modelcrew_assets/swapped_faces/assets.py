@@ -5,8 +5,7 @@ import asyncio
 import dagster as dg
 from pydantic import Field
 
-from modelcrew_assets.handoffs import SwappedFaces, write_index
-from modelcrew_assets.intake.sensors import load_spec
+from modelcrew_assets.handoffs import SwappedFaces, read_model_spec, write_index
 from modelcrew_assets.intake.upload_scan import group_uploads
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
@@ -72,7 +71,7 @@ def _read_uploads(storage: StorageResource, model: str) -> tuple[ModelSpec, Mode
     if uploads is None or uploads.missing:
         needs = ", ".join(uploads.missing) if uploads else f"anything under {upload_prefix(model)}"
         raise dg.Failure(f"swapped_faces for {model!r}: missing {needs}; upload it and run again")
-    return load_spec(storage, uploads), uploads
+    return read_model_spec(storage, model), uploads
 
 
 async def _swap(run: SwapRun, maxstudio: MaxStudioResource, storage: StorageResource) -> list[TargetOutcome]:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -47,6 +47,8 @@ class FakeRunPod:
     no_capacity: set[str] = field(default_factory=set)
     cost_per_hour: float = 0.69
     pod_env: dict[str, str] = field(default_factory=dict)  # e.g. MODELCREW_STANDIN_DIE_AT
+    # RunPod takes the pod back (host failure, reclaimed machine) the first time this says so.
+    lose_pod_when: Callable[[], bool] | None = None
     pods: dict[str, FakePod] = field(default_factory=dict)
     deploy_attempts: list[str] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
@@ -74,6 +76,11 @@ class FakeRunPod:
         if "pod(" in query:
             pod = self.pods.get(variables["podId"])
             if pod is None or pod.terminated is not None:
+                return {"data": {"pod": None}}
+            if self.lose_pod_when is not None and self.lose_pod_when():
+                self.lose_pod_when = None
+                _kill(pod.process)
+                pod.terminated = time.monotonic()
                 return {"data": {"pod": None}}
             if pod.process.poll() is not None and pod.exited is None:
                 pod.exited = time.monotonic()

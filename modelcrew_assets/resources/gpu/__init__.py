@@ -6,6 +6,7 @@ from modelcrew_assets.resources.gpu.executor import (
     GpuBudgetExceededError,
     GpuExecutorResource,
     WorkerFailedError,
+    WorkerLostError,
     WorkerRun,
 )
 from modelcrew_assets.resources.gpu.local import LocalGpuResource
@@ -35,6 +36,7 @@ __all__ = [
     "PodTerminationError",
     "RunPodPodsResource",
     "WorkerFailedError",
+    "WorkerLostError",
     "WorkerRun",
     "gpu_executor_from_env",
 ]

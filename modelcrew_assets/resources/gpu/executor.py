@@ -37,6 +37,11 @@ class GpuBudgetExceededError(WorkerFailedError):
     """The worker ran past max_runtime_minutes; the machine was terminated."""
 
 
+class WorkerLostError(WorkerFailedError):
+    """The machine went away before the worker could say how it ended (a pod reclaimed, a process
+    killed): infrastructure, not our code, so the step is retried; every command resumes from storage."""
+
+
 @dataclass(frozen=True)
 class WorkerRun:
     backend: str  # "runpod_pod" | "local"
@@ -50,6 +55,16 @@ class WorkerRun:
 
     def of_type(self, kind: str) -> list[Mapping[str, Any]]:
         return [m for m in self.messages if isinstance(m, Mapping) and m.get("type") == kind]
+
+    def cost_metadata(self) -> dict[str, Any]:
+        """What a person needs to see what this GPU work cost and where it ran."""
+        return {
+            "backend": self.backend,
+            "gpu_job_id": self.job_id,  # RunPod pod id, or the local process id
+            "gpu_type": self.gpu_type,
+            "billable_seconds": self.billable_seconds,
+            "estimated_cost_usd": self.estimated_cost_usd,
+        }
 
     @property
     def result(self) -> Mapping[str, Any] | None:
@@ -84,6 +99,8 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
         default=120, ge=0, description="After the machine ends, how long to wait for its last messages"
     )
     dry_run: bool = Field(default=False, description="Run a stand-in trainer instead of kohya")
+    lost_worker_retries: int = Field(default=2, ge=0, description="Step retries when the machine is lost")
+    lost_worker_retry_seconds: float = Field(default=30, ge=0, description="Wait before such a retry")
 
     backend_name: ClassVar[str] = "gpu"
 
@@ -124,9 +141,19 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
         if error is not None:
             raise error
         result = run.result
-        if result is None or not result.get("ok"):
-            reason = (result or {}).get("error") or f"the worker ended without a result ({outcome})"
-            tail = "\n".join((result or {}).get("log_tail") or [])
+        if result is None:
+            lost = WorkerLostError(
+                f"{self.backend_name} job {run.job_id} ended without reporting a result ({outcome}); "
+                f"retrying the step (up to {self.lost_worker_retries} times), resuming from what was stored",
+                run,
+            )
+            context.log.warning(str(lost))
+            raise dg.RetryRequested(
+                max_retries=self.lost_worker_retries, seconds_to_wait=self.lost_worker_retry_seconds
+            ) from lost
+        if not result.get("ok"):
+            reason = result.get("error") or "the worker reported a failure without a reason"
+            tail = "\n".join(result.get("log_tail") or [])
             raise WorkerFailedError(f"{self.backend_name} job {run.job_id}: {reason}\n{tail}".rstrip(), run)
         return run
 
