@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Takes docs/asset-graph.png (the README's picture) from the running Dagster UI with headless Chromium.
+# Takes docs/asset-graph.png (the README's picture) from the running Dagster UI with headless Chromium,
+# driven over the DevTools protocol by scripts/screenshot_page.py.
 # Starts its own webserver on a scratch DAGSTER_HOME, so it works on a fresh checkout; installs Debian's
 # chromium when it is missing (needs root, as on the project's machines).
 set -euo pipefail
@@ -21,9 +22,7 @@ for _ in $(seq 1 120); do
 done
 curl -sf "http://127.0.0.1:$port/server_info" >/dev/null || { cat "$home/webserver.log"; exit 1; }
 
-# The flags keep Chromium from reaching for Google's services, which this machine's network refuses.
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --hide-scrollbars \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$home/chromium" --window-size=1600,1000 --virtual-time-budget=20000 \
-  --screenshot=docs/asset-graph.png "http://127.0.0.1:$port/asset-groups" 2>/dev/null
+# Dismiss the first-visit dialog, fold the side panels away, unfold every asset group, zoom out to fit.
+.venv/bin/python scripts/screenshot_page.py "http://127.0.0.1:$port/asset-groups" docs/asset-graph.png \
+  --width 2400 --click Skip --click "Hide navigation" --icon panel_show_right:1 --icon unfold_more --icon zoom_out:4 --pan 500
 echo "wrote docs/asset-graph.png"

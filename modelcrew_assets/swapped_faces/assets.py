@@ -33,7 +33,7 @@ class SwapRunConfig(dg.Config):
     name=ASSET,
     deps=["model_uploads"],
     partitions_def=models_partitions,
-    group_name="dataset",
+    group_name="training_data",
     kinds={"python", "s3"},
 )
 def swapped_faces(
