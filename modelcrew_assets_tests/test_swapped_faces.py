@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from modelcrew_assets.handoffs import SwappedFaces, read_index
 from modelcrew_assets.resources.maxstudio import MaxStudioResource
@@ -247,3 +247,19 @@ def test_api_key_never_in_logs_events_or_metadata(instance, s3_storage, astronau
     for text in texts:
         assert sentinel not in text
         assert "X-Amz-Signature" not in text, "presigned URLs are sensitive and must not be logged"
+
+
+@pytest.mark.parametrize(("faces", "swapped_boxes"), [("largest", 1), ("all", 2)])
+def test_faces_option_swaps_the_largest_face_or_every_face(
+    instance, s3_storage, astronaut, fake_maxstudio, faces, swapped_boxes
+):
+    two_faces = Image.new("RGB", (1100, 600), "white")
+    two_faces.paste(astronaut, (0, 40))
+    two_faces.paste(ImageOps.mirror(astronaut).resize((480, 480)), (600, 60))
+    upload_model(s3_storage, astronaut, MODEL, targets=0, manifest=manifest_text(extra=f'[swap]\nfaces = "{faces}"\n'))
+    s3_storage.put_bytes(f"{targets_prefix(MODEL)}two-faces.jpg", jpeg_bytes(two_faces))
+    fake_maxstudio.faults.detect_with_haar = True
+    materialize(instance, s3_storage, fake_maxstudio.resource())
+    [job] = [job for job in fake_maxstudio.jobs.values() if job.kind == "swap"]
+    assert len(job.boxes) == swapped_boxes
+    assert job.boxes[0][0] < 512  # the larger face (the full-size portrait on the left) always comes first
