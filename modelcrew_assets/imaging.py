@@ -6,7 +6,7 @@ import base64
 import io
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
@@ -19,29 +19,39 @@ class ImageInputError(ValueError):
     """An input image that cannot be used; the message names it and says what to do."""
 
 
-def decode_image(data: bytes, name: str) -> Image.Image:
-    """Decode fully (not just the header), apply EXIF orientation and return an RGB image."""
+def open_image(data: bytes, name: str, formats: Collection[str] = SUPPORTED_FORMATS) -> Image.Image:
+    """Open (header only, nothing decoded yet) with clear errors for empty, unreadable, unsupported and
+    oversized (decompression bomb) inputs; callers decide how much to decode."""
+    readable = ", ".join(sorted(formats))
     if not data:
         raise ImageInputError(f"{name}: the file is empty (0 bytes); upload the photo again")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            image_format = image.format
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise Image.DecompressionBombError("too many pixels")
-            image.load()
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{name}: not an image Pillow can read; use {readable}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        image = None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageInputError(f"{name}: the image is damaged or truncated ({error}); export it again") from None
+    if image is None or image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageInputError(
             f"{name}: refused as a possible decompression bomb (more than {MAX_IMAGE_PIXELS:,} pixels); "
             "resize it below that and upload it again"
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageInputError(f"{name}: not an image Pillow can read; use JPEG, PNG or WebP") from None
+        )
+    if image.format not in formats:
+        raise ImageInputError(f"{name}: {image.format} is not supported; convert it to {readable}")
+    return image
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode fully (not just the header), apply EXIF orientation and return an RGB image."""
+    image = open_image(data, name)
+    try:
+        image.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageInputError(f"{name}: the image is damaged or truncated ({error}); export it again") from None
-    if image_format not in SUPPORTED_FORMATS:
-        raise ImageInputError(f"{name}: {image_format} is not supported; convert it to JPEG, PNG or WebP")
     image = ImageOps.exif_transpose(image)
     return image.convert("RGB") if image.mode != "RGB" else image
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps
 
-from modelcrew_assets.imaging import MAX_IMAGE_PIXELS, ImageInputError
+from modelcrew_assets.imaging import ImageInputError, open_image
 
 SOURCE_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "TIFF"}
 # Below this (shorter side) a photo would be blown up more than ~4x for a 1080 px post.
@@ -71,24 +70,7 @@ def decode(data: bytes, name: str, scale: float) -> WorkingImage:
 
 
 def _open(data: bytes, name: str) -> Image.Image:
-    if not data:
-        raise ImageInputError(f"{name}: the file is empty (0 bytes); export it again")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageInputError(f"{name}: not an image Pillow can read; use JPEG, PNG, WebP or TIFF") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError) as error:
-        raise ImageInputError(f"{name}: cannot be opened ({error}); export it again as JPEG or PNG") from None
-    if image.format not in SOURCE_FORMATS:
-        raise ImageInputError(f"{name}: {image.format} is not supported; convert it to JPEG, PNG, WebP or TIFF")
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise ImageInputError(
-            f"{name}: {image.width}x{image.height} is more than {MAX_IMAGE_PIXELS:,} pixels (a possible "
-            "decompression bomb); resize it below that"
-        )
-    return image
+    return open_image(data, name, SOURCE_FORMATS)
 
 
 def _orientation(image: Image.Image) -> int:
