@@ -154,7 +154,7 @@ def test_pod_lost_mid_training_is_retried_and_resumes_from_the_stored_checkpoint
     seed_dataset(s3_storage)
     fake_runpod.pod_env["MODELCREW_STANDIN_STEP_SECONDS"] = "0.01"
     fake_runpod.lose_pod_when = lambda: any(
-        key.key.endswith(".safetensors") for key in s3_storage.list(f"models/{MODEL}/lora_checkpoints/")
+        key.key.endswith("/train_state.json") for key in s3_storage.list(f"models/{MODEL}/lora_checkpoints/")
     )
     resume = {"ops": {"lora_checkpoints": {"config": {"resume": True}}}}
     gpu = runpod(fake_runpod, lost_worker_retry_seconds=0, closing_grace_seconds=2)

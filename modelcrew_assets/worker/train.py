@@ -115,7 +115,8 @@ def _restore_latest_state(
 ) -> tuple[Path | None, int]:
     """Download the newest kohya state a previous attempt uploaded, for --resume."""
     keys = store.list_keys(prefix + "state/")
-    steps = {int(m.group(1)) for key in keys if (m := _STATE_STEP.search(key))}
+    # Only states whose train_state.json (uploaded last) arrived: a pod lost mid-upload leaves a partial one.
+    steps = {int(m.group(1)) for key in keys if key.endswith("/train_state.json") and (m := _STATE_STEP.search(key))}
     if not steps:
         return None, 0
     step = max(steps)

@@ -77,7 +77,8 @@ class Uploader:
                 files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
                 ready = [self._ready(p, final) for p in files]
                 if (folder / "train_state.json").exists() and all(ready):
-                    for path in files:
+                    # train_state.json goes last: its presence in storage marks the state as whole.
+                    for path in sorted(files, key=lambda p: p.name == "train_state.json"):
                         self._upload(path, self.prefix + "state/" + path.relative_to(self.output_dir).as_posix())
 
     def _ready(self, path: Path, final: bool) -> bool:
