@@ -6,7 +6,6 @@ measured round trip in the same run as the per-request baseline.
 Run: .venv/bin/python benchmarks/caption_throughput.py
 """
 
-import hashlib
 import math
 import sys
 import tempfile
@@ -17,11 +16,10 @@ from PIL import Image
 
 from modelcrew_assets.captions.generate import build_captions
 from modelcrew_assets.captions.prompt import LIKENESS_PROMPT
-from modelcrew_assets.handoffs import SwappedFace
 from modelcrew_assets.manifest import parse_manifest
 from modelcrew_assets.resources.captioner import CaptionerResource
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, target_variants
+from modelcrew_assets_tests.builders import manifest_text, store_swapped_faces, target_variants
 from modelcrew_assets_tests.fakes.openai_compatible import FAKE_MODEL, running_fake
 
 IMAGES = 200
@@ -30,39 +28,20 @@ CONCURRENCY = 8
 MAX_RATIO = 1.25
 
 
-def stored_images(storage: StorageResource, count: int, model: str) -> list[SwappedFace]:
-    faces = []
-    for index, image in enumerate(target_variants(Image.fromarray(data.astronaut()), count)):
-        payload = jpeg_bytes(image)
-        sha = hashlib.sha256(payload).hexdigest()
-        key = f"models/{model}/swapped_faces/{sha}.jpg"
-        storage.put_bytes(key, payload)
-        faces.append(
-            SwappedFace(
-                key=key,
-                sha256=sha,
-                target_key=f"uploads/{model}/targets/t{index:03d}.jpg",
-                target_sha256=sha,
-                width=image.width,
-                height=image.height,
-            )
-        )
-    return faces
-
-
 def main() -> int:
     spec = parse_manifest(manifest_text("bench", "bench"), source="benchmark", expected_name="bench")
+    face = Image.fromarray(data.astronaut())
     with tempfile.TemporaryDirectory() as root, running_fake(latency_s=LATENCY_S) as fake:
         storage = StorageResource(url=f"file://{root}")
         captioner = CaptionerResource(
             base_url=fake.base_url, api_key=fake.api_key, model=FAKE_MODEL, max_concurrency=CONCURRENCY
         )
-        warmup = stored_images(StorageResource(url=f"file://{root}/warmup"), 1, "bench")
+        warmup = store_swapped_faces(StorageResource(url=f"file://{root}/warmup"), [face], "bench").images
         started = time.perf_counter()
         build_captions(StorageResource(url=f"file://{root}/warmup"), captioner, spec, warmup, LIKENESS_PROMPT)
         single = time.perf_counter() - started
 
-        images = stored_images(storage, IMAGES, "bench")
+        images = store_swapped_faces(storage, target_variants(face, IMAGES), "bench").images
         started = time.perf_counter()
         run = build_captions(storage, captioner, spec, images, LIKENESS_PROMPT)
         wall = time.perf_counter() - started

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from PIL import Image, ImageOps
 
+from modelcrew_assets.handoffs import SwappedFace, SwappedFaces, write_index
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import face_prefix, manifest_key, targets_prefix
+from modelcrew_assets.storage_keys import asset_prefix, face_prefix, manifest_key, targets_prefix
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -42,3 +44,29 @@ def upload_model(
     storage.put_bytes(face_prefix(name) + "face.jpg", jpeg_bytes(face))
     for index, image in enumerate(target_variants(face, targets)):
         storage.put_bytes(f"{targets_prefix(name)}target-{index:03d}.jpg", jpeg_bytes(image))
+
+
+def store_swapped_faces(
+    storage: StorageResource, images: list[Image.Image], model: str = "blondie", dry_run: bool = False
+) -> SwappedFaces:
+    """What the swapped_faces stage hands over: JPEGs under models/<m>/swapped_faces/ and their index."""
+    storage.put_bytes(manifest_key(model), manifest_text(model, model).encode())
+    faces = []
+    for index, image in enumerate(images):
+        data = jpeg_bytes(image)
+        sha = hashlib.sha256(data).hexdigest()
+        key = f"{asset_prefix(model, 'swapped_faces')}{sha}.jpg"
+        storage.put_bytes(key, data, "image/jpeg")
+        faces.append(
+            SwappedFace(
+                key=key,
+                sha256=sha,
+                target_key=f"uploads/{model}/targets/target-{index:03d}.jpg",
+                target_sha256=sha,
+                width=image.width,
+                height=image.height,
+            )
+        )
+    index = SwappedFaces(model=model, dry_run=dry_run, images=tuple(faces))
+    write_index(storage, index)
+    return index

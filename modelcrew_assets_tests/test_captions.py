@@ -1,20 +1,17 @@
 """The captions asset against the fake OpenAI-compatible endpoint, from a SwappedFaces index built here."""
 
 import dataclasses
-import hashlib
 
 import dagster as dg
 import pytest
-from PIL import Image
 
 import modelcrew_assets.captions.assets as caption_assets
 from modelcrew_assets.captions import captions
 from modelcrew_assets.captions.text import CLIP_TOKEN_WINDOW, clip_token_count, starts_with_trigger_once
-from modelcrew_assets.handoffs import Captions, SwappedFace, SwappedFaces, read_index, write_index
+from modelcrew_assets.handoffs import Captions, read_index
 from modelcrew_assets.resources.captioner import CaptionerResource
-from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix, hand_captions_prefix, manifest_key
-from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, target_variants
+from modelcrew_assets_tests.builders import manifest_text, store_swapped_faces, target_variants
 from modelcrew_assets_tests.fakes.openai_compatible import (
     FAKE_MODEL,
     FakeOpenAICompatible,
@@ -25,32 +22,6 @@ from modelcrew_assets_tests.fakes.openai_compatible import (
 )
 
 MODEL = "blondie"
-
-
-def swapped_input(
-    storage: StorageResource, images: list[Image.Image], model: str = MODEL, dry_run: bool = False
-) -> SwappedFaces:
-    """What the swapped_faces stage hands over: JPEGs under models/<m>/swapped_faces/ and their index."""
-    storage.put_bytes(manifest_key(model), manifest_text(model, model).encode())
-    faces = []
-    for index, image in enumerate(images):
-        data = jpeg_bytes(image)
-        sha = hashlib.sha256(data).hexdigest()
-        key = f"{asset_prefix(model, 'swapped_faces')}{sha}.jpg"
-        storage.put_bytes(key, data, "image/jpeg")
-        faces.append(
-            SwappedFace(
-                key=key,
-                sha256=sha,
-                target_key=f"uploads/{model}/targets/target-{index:03d}.jpg",
-                target_sha256=sha,
-                width=image.width,
-                height=image.height,
-            )
-        )
-    index = SwappedFaces(model=model, dry_run=dry_run, images=tuple(faces))
-    write_index(storage, index)
-    return index
 
 
 def live_captioner(fake: FakeOpenAICompatible, **overrides) -> CaptionerResource:
@@ -76,7 +47,7 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 def test_model_captions_put_the_trigger_first_once_and_fit_the_clip_window(
     storage, astronaut, instance, fake_openai
 ):
-    swapped_input(storage, target_variants(astronaut, 4))
+    store_swapped_faces(storage, target_variants(astronaut, 4))
     fake_openai.script(
         caption("a woman in a spacesuit, Blondie smiling at the camera"),
         caption("BLONDIE, a woman holding a helmet, blondie's badge visible"),
@@ -108,7 +79,7 @@ def test_model_captions_put_the_trigger_first_once_and_fit_the_clip_window(
 def test_429_500_and_malformed_answers_are_retried_until_every_image_has_a_caption(
     local_storage, astronaut, instance, fake_openai
 ):
-    swapped_input(local_storage, target_variants(astronaut, 3))
+    store_swapped_faces(local_storage, target_variants(astronaut, 3))
     fake_openai.script(too_many_requests(), server_error(), malformed_json(), server_error())
 
     result = materialize_captions(instance, local_storage, live_captioner(fake_openai))
@@ -122,7 +93,7 @@ def test_429_500_and_malformed_answers_are_retried_until_every_image_has_a_capti
 def test_an_image_that_never_gets_a_caption_fails_naming_it_and_the_others_stay_cached(
     local_storage, astronaut, instance, fake_openai
 ):
-    swapped_input(local_storage, target_variants(astronaut, 2))
+    store_swapped_faces(local_storage, target_variants(astronaut, 2))
     captioner = live_captioner(fake_openai, max_concurrency=1, max_attempts=2)
     fake_openai.script(caption("a woman waving"), server_error(), server_error())
 
@@ -137,7 +108,7 @@ def test_an_image_that_never_gets_a_caption_fails_naming_it_and_the_others_stay_
 def test_unchanged_prompt_version_is_cached_and_a_new_version_recaptions(
     local_storage, astronaut, instance, fake_openai, monkeypatch
 ):
-    swapped_input(local_storage, target_variants(astronaut, 3))
+    store_swapped_faces(local_storage, target_variants(astronaut, 3))
     captioner = live_captioner(fake_openai)
     materialize_captions(instance, local_storage, captioner)
     assert len(fake_openai.requests) == 3
@@ -155,14 +126,14 @@ def test_unchanged_prompt_version_is_cached_and_a_new_version_recaptions(
 
 
 def test_a_different_caption_model_is_not_served_from_the_cache(local_storage, astronaut, instance, fake_openai):
-    swapped_input(local_storage, target_variants(astronaut, 2))
+    store_swapped_faces(local_storage, target_variants(astronaut, 2))
     materialize_captions(instance, local_storage, live_captioner(fake_openai))
     materialize_captions(instance, local_storage, live_captioner(fake_openai, model="another-vision-model"))
     assert [request["model"] for request in fake_openai.requests[2:]] == ["another-vision-model"] * 2
 
 
 def test_hand_written_captions_win_and_still_get_the_trigger_rule(local_storage, astronaut, instance, fake_openai):
-    swapped_input(local_storage, target_variants(astronaut, 3))
+    store_swapped_faces(local_storage, target_variants(astronaut, 3))
     prefix = hand_captions_prefix(MODEL)
     local_storage.put_bytes(f"{prefix}target-001.txt", "Blondie on a rooftop at night, neon lights\n".encode())
     local_storage.put_bytes(f"{prefix}no-such-photo.txt", b"ignored")
@@ -180,7 +151,7 @@ def test_hand_written_captions_win_and_still_get_the_trigger_rule(local_storage,
 
 
 def test_without_an_endpoint_template_captions_are_written_and_labelled(storage, astronaut, instance):
-    swapped_input(storage, [astronaut, astronaut.resize((1024, 512))])
+    store_swapped_faces(storage, [astronaut, astronaut.resize((1024, 512))])
 
     result = materialize_captions(instance, storage, CaptionerResource())
 
@@ -196,7 +167,7 @@ def test_without_an_endpoint_template_captions_are_written_and_labelled(storage,
 
 
 def test_dry_run_never_calls_the_endpoint_even_when_one_is_configured(local_storage, astronaut, instance, fake_openai):
-    swapped_input(local_storage, target_variants(astronaut, 2))
+    store_swapped_faces(local_storage, target_variants(astronaut, 2))
 
     result = materialize_captions(instance, local_storage, live_captioner(fake_openai, dry_run=True))
 

@@ -14,8 +14,7 @@ from modelcrew_assets.handoffs import CaptionedImage, Captions, KohyaDataset, re
 from modelcrew_assets.kohya_dataset import kohya_dataset
 from modelcrew_assets.resources.captioner import CaptionerResource
 from modelcrew_assets.storage_keys import asset_prefix, manifest_key
-from modelcrew_assets_tests.builders import manifest_text, target_variants
-from modelcrew_assets_tests.test_captions import swapped_input
+from modelcrew_assets_tests.builders import manifest_text, store_swapped_faces, target_variants
 
 MODEL = "blondie"
 FOLDER = "img/30_blondie woman"
@@ -181,7 +180,7 @@ def test_near_duplicates_are_reported(local_storage, instance, astronaut):
 
 
 def test_captions_then_dataset_from_swapped_faces_end_to_end(s3_storage, instance, astronaut):
-    swapped_input(s3_storage, target_variants(astronaut, 5))
+    store_swapped_faces(s3_storage, target_variants(astronaut, 5))
 
     result = materialize(instance, s3_storage, assets=(captions, kohya_dataset), raise_on_error=False)
 
