@@ -7,6 +7,7 @@ from modelcrew_assets import (
     captions,
     checkpoint_evaluations,
     generated_batches,
+    gpu_sweeper,
     intake,
     kohya_dataset,
     lora_checkpoints,
@@ -41,6 +42,7 @@ resources = {
         base_url=env_if_set("CAPTION_API_BASE_URL"),
         api_key=env_if_set("CAPTION_API_KEY"),
         model=env_if_set("CAPTION_MODEL"),
+        token_parameter=env_if_set("CAPTION_TOKEN_PARAMETER") or "max_tokens",
         dry_run=dry_run_from_env(),
     ),
     "gpu": gpu_executor_from_env(),
@@ -56,5 +58,6 @@ defs = dg.Definitions.merge(
     lora_checkpoints.defs,
     checkpoint_evaluations.defs,
     generated_batches.defs,
+    gpu_sweeper.defs,
     dg.Definitions(resources=resources),
 )

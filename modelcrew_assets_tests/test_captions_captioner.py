@@ -12,7 +12,13 @@ from modelcrew_assets.resources.captioner import CaptionerResource
 from modelcrew_assets.resources.http_api import ApiError
 from modelcrew_assets.settings import MissingCredentialError
 from modelcrew_assets_tests.builders import jpeg_bytes
-from modelcrew_assets_tests.fakes.openai_compatible import FAKE_MODEL, malformed_json, running_fake
+from modelcrew_assets_tests.fakes.openai_compatible import (
+    FAKE_MODEL,
+    REASONING_TOKENS,
+    Reply,
+    malformed_json,
+    running_fake,
+)
 
 
 def caption_all(captioner: CaptionerResource, images: list[bytes]) -> list[str]:
@@ -96,3 +102,43 @@ def test_small_upright_jpeg_is_sent_unchanged_and_a_rotated_one_is_turned_uprigh
     astronaut.resize((200, 100)).save(buffer, format="JPEG", exif=exif)
     caption_all(captioner, [buffer.getvalue()])
     assert Image.open(io.BytesIO(sent_image_bytes(fake_openai))).size == (100, 200)
+
+
+def reasoning_captioner(fake, **settings) -> CaptionerResource:
+    return CaptionerResource(base_url=fake.base_url, api_key=fake.api_key, model=FAKE_MODEL, **settings)
+
+
+def test_a_reasoning_model_is_sent_max_completion_tokens_and_no_temperature_when_configured(astronaut):
+    with running_fake(reasoning_model=True) as fake:
+        captioner = reasoning_captioner(fake, token_parameter="max_completion_tokens")
+        assert caption_all(captioner, [jpeg_bytes(astronaut)]) == [fake.default_caption]
+    request = fake.requests[-1]
+    assert "max_tokens" not in request and "temperature" not in request
+    # Room for the model's reasoning as well as the caption, which would otherwise come back empty.
+    assert request["max_completion_tokens"] >= REASONING_TOKENS + captioner.max_answer_tokens
+    assert fake.rejected == []
+
+
+def test_a_reasoning_model_behind_the_default_settings_is_learnt_once_for_all_concurrent_requests(astronaut):
+    with running_fake(latency_s=0.05, reasoning_model=True) as fake:
+        captions = caption_all(reasoning_captioner(fake), [jpeg_bytes(astronaut.resize((128, 128)))] * 24)
+    assert captions == [fake.default_caption] * 24
+    # The first request found out alone (a 400 for max_tokens, then one for temperature); the other 23 were
+    # built with what it learnt, and none was sent more than once per unsupported parameter.
+    assert [("max_tokens" in r, "temperature" in r) for r in fake.rejected] == [(True, True), (False, True)]
+    assert len(fake.requests) == 24
+    assert all("max_tokens" not in r and "temperature" not in r for r in fake.requests)
+
+
+def test_vllm_and_ollama_keep_max_tokens_and_temperature(fake_openai, astronaut):
+    caption_all(reasoning_captioner(fake_openai), [jpeg_bytes(astronaut)])
+    request = fake_openai.requests[-1]
+    assert request["max_tokens"] == 200 and request["temperature"] == 0.2 and "max_completion_tokens" not in request
+
+
+def test_a_400_about_some_other_parameter_fails_at_once(fake_openai, astronaut):
+    body = b'{"error": {"message": "Unsupported parameter: \'messages\' is not supported with this model.", "type": "invalid_request_error", "param": "messages", "code": "unsupported_parameter"}}'
+    fake_openai.script(Reply(400, raw_body=body))
+    with pytest.raises(ApiError, match="HTTP 400"):
+        caption_all(reasoning_captioner(fake_openai), [jpeg_bytes(astronaut)])
+    assert fake_openai.requests and len(fake_openai.requests) == 1

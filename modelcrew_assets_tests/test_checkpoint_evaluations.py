@@ -27,6 +27,7 @@ from modelcrew_assets.resources.gpu import LocalGpuResource, RunPodPodsResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import face_prefix, manifest_key
 from modelcrew_assets.worker.stand_in_trainer import lora_safetensors
+from modelcrew_assets.worker.scoring import load_embedder
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, target_variants
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
 
@@ -101,7 +102,7 @@ def assert_picks_the_sweet_spot(storage: StorageResource, result: dg.ExecuteInPr
     assert by_step[750].verdict == by_step[1000].verdict == "ok"
     assert by_step[1500].verdict == "memorizing" and by_step[1500].memorization > 0.95
     assert checks(result) == {IDENTITY_CHECK: True, MEMORIZATION_CHECK: True}
-    assert meta["dry_run"] is True and index.dry_run and meta["embedder"] == "lbp-grid-v1"
+    assert meta["dry_run"] is True and index.dry_run and meta["embedder"] == load_embedder().name
     return meta
 
 

@@ -11,8 +11,16 @@ from modelcrew_assets.checkpoint_evaluations.evaluation_set import (
     column_labels,
     evaluation_jobs,
 )
-from modelcrew_assets.checkpoint_evaluations.grid import CELL, HEADER_HEIGHT, LABEL_WIDTH, GridRow, cell_box, grid_image
+from modelcrew_assets.checkpoint_evaluations.grid import (
+    CELL,
+    HEADER_HEIGHT,
+    LABEL_WIDTH,
+    GridRow,
+    cell_box,
+    grid_image,
+)
 from modelcrew_assets.checkpoint_evaluations.selection import (
+    LBP_EMBEDDER,
     LESS_TRAINING,
     TRAIN_LONGER,
     StepScores,
@@ -21,7 +29,7 @@ from modelcrew_assets.checkpoint_evaluations.selection import (
 )
 from modelcrew_assets.handoffs import Checkpoint
 from modelcrew_assets.manifest import parse_manifest
-from modelcrew_assets.worker.scoring import LBP_EMBEDDER, SFACE_EMBEDDER
+from modelcrew_assets.worker.scoring import DLIB_EMBEDDER, SFACE_EMBEDDER
 from modelcrew_assets_tests.builders import manifest_text
 
 T = Thresholds(identity=0.5, margin=0.02, memorization=0.85, cross_prompt=0.85)
@@ -116,8 +124,9 @@ def test_no_scores_is_an_error_naming_the_upstream_stage():
 
 def test_thresholds_default_per_embedder_and_accept_overrides():
     assert Thresholds.for_embedder(SFACE_EMBEDDER).identity == 0.363
-    assert Thresholds.for_embedder(LBP_EMBEDDER).identity == 0.40
-    custom = Thresholds.for_embedder(LBP_EMBEDDER, identity=0.7, margin=None, memorization=0.9)
+    assert Thresholds.for_embedder(DLIB_EMBEDDER).identity == 0.37
+    assert Thresholds.for_embedder(LBP_EMBEDDER).identity == 0.40  # stored scores from before dlib
+    custom = Thresholds.for_embedder(DLIB_EMBEDDER, identity=0.7, margin=None, memorization=0.9)
     assert (custom.identity, custom.margin, custom.memorization) == (0.7, 0.03, 0.9)
     with pytest.raises(ValueError, match="set identity_threshold"):
         Thresholds.for_embedder("some-other-model")

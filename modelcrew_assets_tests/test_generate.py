@@ -19,9 +19,11 @@ from modelcrew_assets.resources.gpu import LocalGpuResource, WorkerFailedError
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.worker import generate
 from modelcrew_assets.worker.generate import CHECKPOINT_SCORE, IMAGE, JobError, RenderJob, lora_groups
-from modelcrew_assets.worker.renderers import DiffusersRenderer
 from modelcrew_assets.worker.messages import RESULT
+from modelcrew_assets.worker.renderers import DiffusersRenderer
+from modelcrew_assets.worker.scoring import load_embedder
 from modelcrew_assets.worker.stand_in_generator import StandInGenerator, StandInRequest, copy_weight, likeness, lora_step
+from modelcrew_assets.worker.train import WorkerError
 from modelcrew_assets_tests.builders import jpeg_bytes, target_variants
 
 LORA_PREFIX = "models/m/lora_checkpoints/r1/"
@@ -101,10 +103,15 @@ def test_overfit_stand_in_returns_the_same_training_photo_for_every_prompt(astro
     assert pixels(a) == pixels(b)
 
 
+PEFT_REQUIRED = "PEFT backend is required for this method."  # diffusers' words (lora_pipeline.py)
+
+
 class FakePipeline:
-    """Records how DiffusersRenderer drives an SDXL pipeline."""
+    """Records how DiffusersRenderer drives an SDXL pipeline; like diffusers, it loads LoRAs only with its
+    PEFT backend on (USE_PEFT_BACKEND: peft installed at diffusers' MIN_PEFT_VERSION or later)."""
 
     calls: list = []
+    peft_backend = True
 
     def __init__(self):
         self.scheduler = types.SimpleNamespace(config={"base": True})
@@ -124,6 +131,8 @@ class FakePipeline:
         return self
 
     def load_lora_weights(self, folder, weight_name):
+        if not self.peft_backend:
+            raise ValueError(PEFT_REQUIRED)
         self.calls.append(("load_lora_weights", folder, weight_name))
 
     def unload_lora_weights(self):
@@ -141,9 +150,9 @@ class FakeScheduler:
         return cls()
 
 
-@pytest.fixture
-def fake_diffusers(monkeypatch):
+def install_fake_diffusers(monkeypatch, peft_backend: bool = True, cuda: bool = True) -> list:
     FakePipeline.calls = []
+    FakePipeline.peft_backend = peft_backend
 
     class Generator:
         def __init__(self, device):
@@ -153,12 +162,20 @@ def fake_diffusers(monkeypatch):
             self.seed = seed
             return self
 
-    torch = types.SimpleNamespace(float16="float16", Generator=Generator)
+    cuda_module = types.SimpleNamespace(is_available=lambda: cuda)
+    torch = types.SimpleNamespace(float16="float16", float32="float32", Generator=Generator, cuda=cuda_module)
     schedulers = {name: type(name, (FakeScheduler,), {}) for name in ("DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler")}
-    diffusers = types.SimpleNamespace(StableDiffusionXLPipeline=FakePipeline, **schedulers)
+    utils = types.SimpleNamespace(USE_PEFT_BACKEND=peft_backend, MIN_PEFT_VERSION="0.6.0", is_peft_available=lambda: peft_backend)
+    diffusers = types.SimpleNamespace(StableDiffusionXLPipeline=FakePipeline, utils=utils, __version__="0.32.1", **schedulers)
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "diffusers", diffusers)
+    monkeypatch.setitem(sys.modules, "diffusers.utils", utils)
     return FakePipeline.calls
+
+
+@pytest.fixture
+def fake_diffusers(monkeypatch):
+    return install_fake_diffusers(monkeypatch)
 
 
 def test_diffusers_renderer_loads_the_base_once_and_each_lora_in_turn(fake_diffusers, tmp_path):
@@ -193,6 +210,25 @@ def test_diffusers_renderer_takes_a_diffusers_folder_with_from_pretrained(fake_d
     assert fake_diffusers[-1][1]["cross_attention_kwargs"] is None  # no LoRA loaded: base model only
 
 
+def test_without_the_peft_backend_the_renderer_refuses_to_start_before_loading_the_base(monkeypatch, tmp_path):
+    calls = install_fake_diffusers(monkeypatch, peft_backend=False)
+    with pytest.raises(WorkerError, match="cannot load LoRAs") as refused:
+        DiffusersRenderer(str(tmp_path))
+    assert "peft is not installed" in str(refused.value) and "deploy/worker/Dockerfile" in str(refused.value)
+    assert calls == []  # nothing loaded: no minute spent on the base model of a run that cannot finish
+
+
+def test_the_renderer_runs_float16_on_cuda_and_float32_on_cpu(monkeypatch, tmp_path):
+    calls = install_fake_diffusers(monkeypatch, cuda=False)
+    renderer = DiffusersRenderer(str(tmp_path))
+    renderer.render(job(0))
+    assert calls[:2] == [("from_pretrained", str(tmp_path), "float32"), ("to", "cpu")]
+    assert calls[-1][1]["generator"].device == "cpu"
+    calls = install_fake_diffusers(monkeypatch, cuda=True)
+    DiffusersRenderer(str(tmp_path))
+    assert calls[:2] == [("from_pretrained", str(tmp_path), "float16"), ("to", "cuda")]
+
+
 def test_importing_the_worker_pulls_in_neither_torch_diffusers_nor_dagster():
     code = "import sys, modelcrew_assets.worker.__main__; print(sorted({'torch', 'diffusers', 'dagster'} & set(sys.modules)))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -225,15 +261,15 @@ def eval_jobs() -> list[dict]:
     return jobs
 
 
-def run_worker(extras: dict, root: Path) -> tuple[list[dict], str | None]:
-    """`python -m modelcrew_assets.worker generate` as a local process under Pipes (LocalGpuResource), from
+def run_worker(extras: dict, root: Path, command: str = "generate") -> tuple[list[dict], str | None]:
+    """`python -m modelcrew_assets.worker <command>` as a local process under Pipes (LocalGpuResource), from
     inside an asset; returns the worker's custom messages and the executor's error, if any."""
     collected: dict[str, object] = {"error": None}
 
     @dg.asset
     def evaluation(context: dg.AssetExecutionContext, gpu: LocalGpuResource, storage: StorageResource):
         try:
-            run = gpu.run(context, worker_args=["generate"], extras=extras, storage=storage)
+            run = gpu.run(context, worker_args=[command], extras=extras, storage=storage)
         except WorkerFailedError as failure:
             run, collected["error"] = failure.run, str(failure)
         collected["messages"] = list(run.messages)
@@ -264,7 +300,7 @@ def test_generate_uploads_each_image_reports_it_and_scores_each_checkpoint(tmp_p
     assert underfit["face_detection_rate"] < 0.5 and underfit["identity"] < 0.5
     assert good["face_detection_rate"] == 1.0 and good["identity"] > 0.5 and good["memorization"] < 0.6
     assert overfit["memorization"] > 0.95 and overfit["cross_prompt_similarity"] > 0.95
-    assert good["embedder"] == "lbp-grid-v1" and len(good["samples"]) == 4
+    assert good["embedder"] == load_embedder().name and len(good["samples"]) == 4  # this box's default
     assert messages[-1]["ok"] is True and messages[-1]["rendered"] == 12 and messages[-1]["generator"] == "stand_in"
 
 
@@ -284,7 +320,16 @@ def test_generate_skips_images_already_stored(tmp_path, astronaut):
     assert (messages[-1]["rendered"], messages[-1]["skipped"]) == (2, 2)
 
 
-def test_diffusers_without_torch_fails_with_a_clear_result_and_no_image(tmp_path, astronaut):
+def hide_packages(monkeypatch, folder: Path, *names: str) -> None:
+    """Worker subprocesses started after this cannot import `names`, as on a box without them: a
+    sitecustomize on PYTHONPATH marks them absent in sys.modules before anything runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({list(names)!r}))\n")
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+
+
+def test_diffusers_without_torch_fails_with_a_clear_result_and_no_image(tmp_path, astronaut, monkeypatch):
+    hide_packages(monkeypatch, tmp_path / "no-torch", "torch")
     root = tmp_path / "storage"
     references = seed_inputs(root, astronaut)
     extras = {"storage_url": f"file://{root}", "generator": "diffusers", "jobs": eval_jobs()[:1], "references": references}

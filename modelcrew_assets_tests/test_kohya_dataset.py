@@ -149,6 +149,7 @@ def test_metadata_reports_repeats_epochs_steps_and_buckets(local_storage, instan
     assert metadata["image_count"] == 20 and metadata["repeats"] == 30
     assert metadata["steps_per_epoch"] == 600 and metadata["epochs"] == 3 and metadata["max_train_steps"] == 1500
     assert metadata["warnings"] == "none"
+    assert metadata["trainer_repeats"] == 75  # 20 x 75 = 1500: the worker trains one epoch of the budget
     assert "step 250 (epoch 0.42)" in metadata["checkpoints_at"]
     assert "| 1024x1024 | 7 |" in metadata["buckets"]
     assert "| 832x1216 | 7 |" in metadata["buckets"] and "| 1216x832 | 6 |" in metadata["buckets"]

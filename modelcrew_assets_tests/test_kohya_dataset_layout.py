@@ -1,5 +1,7 @@
 """kohya layout rules as pure functions: repeats and epochs, buckets, folder name, reproducible zip."""
 
+from pathlib import Path
+
 from modelcrew_assets.kohya_dataset.assets import caption_files_check
 from modelcrew_assets.kohya_dataset.layout import (
     DatasetFile,
@@ -12,6 +14,14 @@ from modelcrew_assets.kohya_dataset.layout import (
     plan_training,
 )
 from modelcrew_assets.manifest import TrainingSection
+from modelcrew_assets.worker.kohya import (
+    BUCKET_RESO_STEPS,
+    MAX_BUCKET_RESO,
+    MIN_BUCKET_RESO,
+    Recipe,
+    TrainPaths,
+    training_flags,
+)
 
 
 def test_studio_recipe_with_twenty_images_gives_two_and_a_half_epochs():
@@ -48,6 +58,22 @@ def test_buckets_follow_kohya_at_1024_area():
     assert bucket_for(3000, 2000, resos) == (1216, 832)  # 3:2 -> closest aspect ratio
     assert bucket_for(832, 1216, resos) == (832, 1216)  # already a bucket
     assert bucket_histogram([(512, 512), (2048, 2048), (4000, 6000)], 1024) == {"832x1216": 1, "1024x1024": 2}
+
+
+def test_buckets_use_the_limits_the_worker_passes_to_kohya():
+    # kohya's command-line default max_bucket_reso (1024) would rule out 896x1152 at 1024 area
+    assert (896, 1152) in bucket_resolutions(1024) and (896, 1152) not in bucket_resolutions(1024, max_reso=1024)
+    assert bucket_histogram([(896, 1152), (1792, 2304)], 1024) == {"896x1152": 2}
+    paths = TrainPaths("base", Path("img"), Path("out"), "m", Path("prompts.txt"))
+    flags = training_flags(Recipe(), paths)
+    passed = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if flags[i].endswith("bucket_reso")}
+    assert passed == {"--min_bucket_reso": str(MIN_BUCKET_RESO), "--max_bucket_reso": str(MAX_BUCKET_RESO)}
+    assert flags[flags.index("--bucket_reso_steps") + 1] == str(BUCKET_RESO_STEPS)
+
+
+def test_the_last_step_is_a_checkpoint_when_the_budget_is_no_multiple_of_the_save_interval():
+    assert plan_training(20, TrainingSection(max_train_steps=1400)).checkpoint_steps[-2:] == (1250, 1400)
+    assert plan_training(20, TrainingSection(save_every_n_steps=2000)).checkpoint_steps == (1500,)
 
 
 def test_folder_name_is_repeats_underscore_class_tokens():

@@ -16,9 +16,11 @@ import pytest
 from modelcrew_assets.handoffs import KohyaDataset, LoraCheckpoints, read_index, write_index
 from modelcrew_assets.lora_checkpoints import lora_checkpoints
 from modelcrew_assets.lora_checkpoints.checks import EVERY_SAVE_STEP, VALID_SAFETENSORS
+from modelcrew_assets.lora_checkpoints.runtime import estimate_runtime
 from modelcrew_assets.resources.gpu import LocalGpuResource, RunPodPodsResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import manifest_key
+from modelcrew_assets.worker.kohya import Recipe
 from modelcrew_assets.worker.safetensors_header import parse_header
 from modelcrew_assets_tests.builders import manifest_text
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
@@ -34,8 +36,8 @@ def quick_pipes_close(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 1)
 
 
-def seed_dataset(storage: StorageResource, model: str = MODEL) -> KohyaDataset:
-    storage.put_bytes(manifest_key(model), manifest_text(model, model).encode())
+def seed_dataset(storage: StorageResource, model: str = MODEL, training: str = "") -> KohyaDataset:
+    storage.put_bytes(manifest_key(model), manifest_text(model, model, training).encode())
     folder = f"30_{model} woman"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
@@ -137,6 +139,8 @@ def test_resume_continues_from_the_state_a_dead_attempt_left(s3_storage, fake_ru
     resume = {"ops": {"lora_checkpoints": {"config": {"resume": True}}}}
     fake_runpod.pod_env["MODELCREW_STANDIN_DIE_AT"] = "600"
     assert not materialize(instance, s3_storage, runpod(fake_runpod), resume).success
+    first_attempt = stored_checkpoint_hashes(s3_storage)
+    assert sorted(first_attempt) == [250, 500]
 
     fake_runpod.pod_env.clear()
     result = materialize(instance, s3_storage, runpod(fake_runpod), resume)
@@ -144,10 +148,32 @@ def test_resume_continues_from_the_state_a_dead_attempt_left(s3_storage, fake_ru
     metadata = materialization_metadata(result)
     assert metadata["resumed_from_step"].value == 500
     assert "--resume" in metadata["training_args"].value["command"]
+    assert "--skip_until_initial_step" in metadata["training_args"].value["command"]
+    # 3 images x 500 repeats: one epoch holds the 1500 steps, so kohya numbers the resumed steps 501..1500
+    assert metadata["kohya_layout"].value == {
+        "images": 3, "dataset_repeats": 30, "trainer_repeats": 500, "image_folder": "500_blondie woman",
+        "epochs": 1, "batches_per_epoch": 1500,
+    }  # fmt: skip
     index = read_index(s3_storage, MODEL, LoraCheckpoints)
     assert [c.step for c in index.checkpoints] == STEPS
+    assert all(index.checkpoints[i].metadata["ss_steps"] == str(step) for i, step in enumerate(STEPS))
+    # the first attempt's uploads are untouched, and the loss curve is keyed by kohya's true steps
+    after = stored_checkpoint_hashes(s3_storage)
+    assert {step: after[step] for step in (250, 500)} == first_attempt and sorted(after) == STEPS
+    assert min(step for step, _ in index.loss) == 501 and max(step for step, _ in index.loss) == 1500
     assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
     assert all(pod.terminated is not None for pod in fake_runpod.pods.values())
+
+
+def stored_checkpoint_hashes(storage: StorageResource) -> dict[int, str]:
+    """step -> sha256 of every checkpoint stored anywhere under the model's lora_checkpoints/."""
+    found = {}
+    for item in storage.list(f"models/{MODEL}/lora_checkpoints/"):
+        name = item.key.rsplit("/", 1)[-1]
+        if name.startswith(f"{MODEL}-step") and "/state/" not in item.key:
+            assert "/attempts/" not in item.key, f"a checkpoint was trained twice: {item.key}"
+            found[int(name[-20:-12])] = storage.content_sha256(item.key)
+    return found
 
 
 def test_pod_lost_mid_training_is_retried_and_resumes_from_the_stored_checkpoints(s3_storage, fake_runpod, instance):
@@ -221,3 +247,59 @@ def test_dry_run_trains_with_the_stand_in_on_the_local_executor(local_storage, i
     metadata = materialization_metadata(result)
     assert metadata["dry_run"].value is True and metadata["backend"].value == "local"
     assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
+
+
+def test_final_weights_are_stored_as_the_last_step_when_it_is_no_save_step(local_storage, instance):
+    seed_dataset(local_storage, training="\n[training]\nmax_train_steps = 1400\n")
+    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True))
+    assert result.success, failure_message(result)
+    index = read_index(local_storage, MODEL, LoraCheckpoints)
+    assert [c.step for c in index.checkpoints] == [250, 500, 750, 1000, 1250, 1400]
+    last = index.checkpoints[-1]
+    assert last.key.endswith(f"/{MODEL}-step00001400.safetensors") and last.metadata["ss_steps"] == "1400"
+    assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == EVERY_SAVE_STEP)
+    assert evaluation.metadata["expected_steps"].value == [250, 500, 750, 1000, 1250, 1400]
+
+
+def test_a_state_at_max_train_steps_is_finished_training_and_launches_no_trainer(local_storage, instance):
+    seed_dataset(local_storage)
+    resume = {"ops": {"lora_checkpoints": {"config": {"resume": True}}}}
+    assert materialize(instance, local_storage, LocalGpuResource(dry_run=True), resume).success
+    before = stored_checkpoint_hashes(local_storage)
+
+    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True), resume)
+    assert result.success, failure_message(result)
+    metadata = materialization_metadata(result)
+    assert metadata["finished_before_start"].value is True and metadata["resumed_from_step"].value == 1500
+    assert metadata["training_args"].value["command"] == []  # no trainer was started
+    assert [c.step for c in read_index(local_storage, MODEL, LoraCheckpoints).checkpoints] == STEPS
+    assert stored_checkpoint_hashes(local_storage) == before
+    assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
+
+
+def test_time_budget_defaults_to_an_estimate_from_the_step_count(local_storage, instance):
+    seed_dataset(local_storage)
+    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True))
+    assert result.success, failure_message(result)
+    metadata = materialization_metadata(result)
+    assert metadata["runtime_budget_source"].value == "estimate"
+    # 10 boot + 3 load (+ 3 latents x 0.5 s) + 1500 x 2.0 s + 12 samples x 15 s = 66.03 min; x1.5, rounded up
+    assert metadata["runtime_budget_minutes"].value == 100
+    assert "2.0 s/step" in metadata["runtime_estimate"].value
+
+    capped = materialize(instance, local_storage, LocalGpuResource(dry_run=True, max_runtime_minutes=7))
+    assert materialization_metadata(capped)["runtime_budget_source"].value == "executor"
+    assert materialization_metadata(capped)["runtime_budget_minutes"].value == 7
+
+
+def test_runtime_estimate_takes_the_slowest_fallback_gpu_and_keeps_a_floor():
+    recipe = Recipe()
+    fast_then_slow = estimate_runtime(recipe, 20, 2, ["NVIDIA H100 80GB HBM3", "NVIDIA RTX A6000"])
+    assert fast_then_slow.gpu == "NVIDIA RTX A6000" and fast_then_slow.seconds_per_step == 1.6
+    assert fast_then_slow.training_minutes == 40.0 and fast_then_slow.budget_minutes == 85
+    assert estimate_runtime(recipe, 20, 2, []).seconds_per_step == 2.0  # local box: unknown GPU
+    short = estimate_runtime(Recipe(max_train_steps=100, save_every_n_steps=50), 20, 2, ["NVIDIA H200"])
+    assert short.budget_minutes == 30  # the floor: boot and load dominate
+    larger = estimate_runtime(Recipe(resolution=2048), 20, 2, ["NVIDIA RTX A6000"])
+    assert larger.training_minutes == 160.0  # four times the pixels per step

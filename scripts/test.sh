@@ -2,7 +2,8 @@
 # README command (2): install everything the tests need, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install.sh --dev
+# The suite includes the real-model tier (tiny SDXL on CPU), so the models extra is installed too.
+scripts/install.sh --test
 # exiftool reads the exported JPEGs' XMP labels back in the platform_exports tests (CI runs as root on Debian).
 command -v exiftool >/dev/null || (apt-get update -qq && apt-get install -y -qq libimage-exiftool-perl)
 exec .venv/bin/python -m pytest "$@"

@@ -57,7 +57,7 @@ class CheckpointEvaluationConfig(dg.Config):
         "training run was already evaluated, its scores are reused and nothing is rendered again",
     )
     identity_threshold: float | None = Field(
-        default=None, description="Identity a checkpoint needs; default per embedder (SFace 0.363, LBP 0.40)"
+        default=None, description="Identity a checkpoint needs; default per embedder (dlib 0.37, SFace 0.363)"
     )
     identity_margin: float | None = Field(
         default=None, description="Identities this close to the best count as equal, and the earlier step wins"

@@ -27,6 +27,7 @@ from modelcrew_assets.near_duplicates import find_near_duplicates
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix
+from modelcrew_assets.worker.kohya import Recipe, one_epoch_repeats
 
 ENOUGH_IMAGES = 15
 TOO_FEW_IMAGES = 5
@@ -125,6 +126,13 @@ def plan_metadata(plan: TrainingPlan) -> dict:
             f"step {step} (epoch {step / plan.steps_per_epoch:.2f})" for step in plan.checkpoint_steps
         ),
         "warnings": "; ".join(plan.warnings) or "none",
+        # What the training worker renames the folder to, so one kohya epoch holds the whole budget
+        # (resumed steps are numbered right only inside the first epoch); same images, same mix.
+        "trainer_repeats": one_epoch_repeats(
+            plan.image_count,
+            plan.repeats,
+            Recipe(max_train_steps=plan.max_train_steps, train_batch_size=plan.batch_size),
+        ),
     }
 
 

@@ -19,14 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from modelcrew_assets.manifest import TrainingSection
+from modelcrew_assets.worker.kohya import BUCKET_RESO_STEPS, MAX_BUCKET_RESO, MIN_BUCKET_RESO
 
 IMAGES_DIR = "img"
 CAPTION_EXTENSION = ".txt"
 CONFIG_NAME = "dataset.toml"
-# Bucket settings written into dataset.toml; the histogram uses the same ones.
-MIN_BUCKET_RESO = 256
-MAX_BUCKET_RESO = 2048
-BUCKET_RESO_STEPS = 64
+# Bucket limits: the worker passes the same numbers on kohya's command line (worker/kohya.py), and both
+# dataset.toml and the histogram use them.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same files always give the same zip
 
 
@@ -65,7 +64,8 @@ def plan_training(image_count: int, training: TrainingSection) -> TrainingPlan:
     if source == "default" and image_count and math.ceil(image_count * repeats / batch) > budget:
         repeats, source = max(1, budget * batch // image_count), "adjusted"
     steps_per_epoch = max(1, math.ceil(image_count * repeats / batch))
-    checkpoints = tuple(range(every, budget + 1, every)) or (budget,)
+    saves = tuple(range(every, budget + 1, every))
+    checkpoints = saves if budget in saves else (*saves, budget)  # kohya's final weights: the last step
     warnings = []
     if steps_per_epoch > budget:
         warnings.append(
@@ -86,20 +86,24 @@ def plan_training(image_count: int, training: TrainingSection) -> TrainingPlan:
     )
 
 
-def bucket_resolutions(resolution: int) -> list[tuple[int, int]]:
-    """The predefined (width, height) buckets kohya makes for this training area."""
+def bucket_resolutions(
+    resolution: int, min_reso: int = MIN_BUCKET_RESO, max_reso: int = MAX_BUCKET_RESO, steps: int = BUCKET_RESO_STEPS
+) -> list[tuple[int, int]]:
+    """The predefined (width, height) buckets kohya makes for this training area: model_util.py's
+    make_bucket_resolutions(max_reso=(resolution, resolution), min_size, max_size, divisible)."""
     area = resolution * resolution
-    square = int(math.sqrt(area) // BUCKET_RESO_STEPS) * BUCKET_RESO_STEPS
+    square = int(math.sqrt(area) // steps) * steps
     resos = {(square, square)}
-    for width in range(MIN_BUCKET_RESO, MAX_BUCKET_RESO + 1, BUCKET_RESO_STEPS):
-        height = min(MAX_BUCKET_RESO, int((area // width) // BUCKET_RESO_STEPS) * BUCKET_RESO_STEPS)
-        if height >= MIN_BUCKET_RESO:
+    for width in range(min_reso, max_reso + 1, steps):
+        height = min(max_reso, int((area // width) // steps) * steps)
+        if height >= min_reso:
             resos.update({(width, height), (height, width)})
     return sorted(resos)
 
 
 def bucket_for(width: int, height: int, resos: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    """The bucket an image trains in: its own size if that is a bucket, else the closest aspect ratio."""
+    """The bucket an image trains in (BucketManager.select_bucket without bucket_no_upscale): its own size
+    if that is a bucket, else the first of the sorted buckets with the closest aspect ratio."""
     if (width, height) in resos:
         return (width, height)
     ratio = width / height

@@ -26,6 +26,7 @@ from modelcrew_assets.lora_checkpoints.checks import (
     valid_safetensors_result,
 )
 from modelcrew_assets.lora_checkpoints.plot import loss_curve
+from modelcrew_assets.lora_checkpoints.runtime import RuntimeEstimate, estimate_runtime
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
@@ -46,7 +47,11 @@ class LoraTrainingConfig(dg.Config):
         description="Save kohya's state at every save step and resume from the newest one a previous "
         "attempt of the same run left in storage",
     )
-    max_runtime_minutes: float | None = Field(default=None, description="Overrides the executor's budget")
+    max_runtime_minutes: float | None = Field(
+        default=None,
+        description="Overrides the time budget; by default it is estimated from the step count and GPU type "
+        "(unless the executor's max_runtime_minutes is set explicitly)",
+    )
 
 
 def recipe_for(spec: ModelSpec, save_state: bool) -> Recipe:
@@ -84,21 +89,39 @@ def _checkpoints(storage: StorageResource, run: WorkerRun) -> list[Checkpoint]:
     ]
 
 
-def _earlier_checkpoints(storage: StorageResource, prefix: str, name: str, up_to_step: int) -> list[Checkpoint]:
-    """Checkpoints a previous, resumed-from attempt of this run already stored."""
+def _stored_checkpoint(storage: StorageResource, step: int, key: str) -> Checkpoint:
+    data = storage.get_bytes(key)
+    metadata = parse_header(data).metadata
+    return Checkpoint(
+        step=step, key=key, sha256=storage.content_sha256(key), size=len(data), uri=storage.uri(key),
+        metadata={k: v for k, v in metadata.items() if k.startswith("ss_")},
+    )  # fmt: skip
+
+
+def _earlier_checkpoints(storage: StorageResource, prefix: str, name: str, result: Mapping) -> list[Checkpoint]:
+    """Checkpoints the training this run resumed stored before its state: the state's own list when it
+    has one, else every `<name>-step*` file up to the state's step."""
+    if "resumed_checkpoints" in result:
+        return [_stored_checkpoint(storage, int(step), key) for step, key in result["resumed_checkpoints"]]
+    up_to_step = int(result.get("resumed_from_step") or 0)
     found = []
     for stored in storage.list(f"{prefix}{name}-step"):
         match = STEP_FILE.search(stored.key)
         if match and int(match.group(1)) <= up_to_step:
-            header = parse_header(storage.get_bytes(stored.key))
-            found.append(
-                Checkpoint(
-                    step=int(match.group(1)), key=stored.key, sha256=storage.content_sha256(stored.key),
-                    size=stored.size, uri=storage.uri(stored.key),
-                    metadata={k: v for k, v in header.metadata.items() if k.startswith("ss_")},
-                )  # fmt: skip
-            )
+            found.append(_stored_checkpoint(storage, int(match.group(1)), stored.key))
     return found
+
+
+def runtime_budget(
+    config: LoraTrainingConfig, gpu: GpuExecutorResource, estimate: RuntimeEstimate
+) -> tuple[float | None, str]:
+    """(minutes to pass the executor, where they come from): the config's override, else the executor's
+    own setting when a deployment set one, else the estimate."""
+    if config.max_runtime_minutes is not None:
+        return config.max_runtime_minutes, "config"
+    if "max_runtime_minutes" in gpu.model_fields_set:
+        return None, "executor"
+    return estimate.budget_minutes, "estimate"
 
 
 def _loss_table(checkpoints: Sequence[Checkpoint], loss: Mapping[int, float]) -> str:
@@ -144,16 +167,17 @@ def lora_checkpoints(
         "sample_prompts": prompts,
         "negative_prompt": spec.generation.negative_prompt,
         "resume": config.resume,
+        "attempt": f"{context.run.run_id[:8]}-{context.retry_number}",
     }
-    context.log.info(f"training {model} (run {run_id}) on {gpu.backend_name}: {recipe}")
+    estimate = estimate_runtime(recipe, dataset.image_count, len(prompts), getattr(gpu, "gpu_types", ()))
+    budget, budget_source = runtime_budget(config, gpu, estimate)
+    shown_budget = budget if budget is not None else gpu.max_runtime_minutes
+    context.log.info(
+        f"training {model} (run {run_id}) on {gpu.backend_name}: {recipe}; time budget {shown_budget:g} min "
+        f"({budget_source}; estimate: {estimate.describe()})"
+    )
     try:
-        run = gpu.run(
-            context,
-            worker_args=["train"],
-            extras=extras,
-            storage=storage,
-            max_runtime_minutes=config.max_runtime_minutes,
-        )
+        run = gpu.run(context, worker_args=["train"], extras=extras, storage=storage, max_runtime_minutes=budget)
     except WorkerFailedError as failure:
         kept = _checkpoints(storage, failure.run)
         record = {
@@ -176,7 +200,9 @@ def lora_checkpoints(
 
     result = run.result or {}
     resumed_from = int(result.get("resumed_from_step") or 0)
-    checkpoints = _earlier_checkpoints(storage, prefix, model, resumed_from) + _checkpoints(storage, run)
+    earlier = {c.step: c for c in _earlier_checkpoints(storage, prefix, model, result)}
+    checkpoints = list({**earlier, **{c.step: c for c in _checkpoints(storage, run)}}.values())
+    checkpoints.sort(key=lambda c: c.step)
     loss = {int(step): float(value) for step, value in result.get("loss", [])}
     plot = loss_curve(sorted(loss.items()), [c.step for c in checkpoints])
     buffer = io.BytesIO()
@@ -207,6 +233,11 @@ def lora_checkpoints(
             "training_args": dg.MetadataValue.json({"recipe": asdict(recipe), "command": result.get("command", [])}),
             "trainer_seconds": result.get("trainer_seconds"),
             "resumed_from_step": resumed_from,
+            "finished_before_start": bool(result.get("finished_before_start")),
+            "kohya_layout": dg.MetadataValue.json(result.get("kohya_layout") or {}),
+            "runtime_budget_minutes": shown_budget,
+            "runtime_budget_source": budget_source,
+            "runtime_estimate": estimate.describe(),
             "dry_run": gpu.dry_run,
             **run.cost_metadata(),
         }

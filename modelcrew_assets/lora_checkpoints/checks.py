@@ -52,9 +52,11 @@ def valid_safetensors_result(
 
 
 def every_save_step_result(checkpoints: Sequence[Checkpoint], recipe: Recipe) -> dg.AssetCheckResult:
-    missing = sorted(set(recipe.save_steps) - {checkpoint.step for checkpoint in checkpoints})
+    """Every save step and the last step (kohya's final weights, stored as that step) has its file."""
+    expected = recipe.checkpoint_steps
+    missing = sorted(set(expected) - {checkpoint.step for checkpoint in checkpoints})
     return dg.AssetCheckResult(
         check_name=EVERY_SAVE_STEP,
         passed=not missing,
-        metadata={"expected_steps": list(recipe.save_steps), "missing_steps": missing},
+        metadata={"expected_steps": list(expected), "missing_steps": missing},
     )

@@ -14,8 +14,8 @@ from modelcrew_assets.platform_exports.platforms import Platform
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom
 
-# Haar boxes run from the brows to the mouth; pad them so hair and chin stay in frame too.
-_FACE_PAD_TOP, _FACE_PAD_BOTTOM, _FACE_PAD_SIDE = 0.25, 0.15, 0.10
+# dlib's HOG boxes run from the brows to the chin; pad them so forehead, hair and chin stay in frame too.
+_FACE_PAD_TOP, _FACE_PAD_BOTTOM, _FACE_PAD_SIDE = 0.35, 0.10, 0.10
 # Zoom in at most this far (crop side vs the largest possible crop) to clear the UI zones.
 _MAX_ZOOM = 1.7
 # Where the face centre sits in the frame, as a fraction of the crop height (a bit above the middle).

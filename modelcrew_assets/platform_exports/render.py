@@ -22,7 +22,6 @@ from modelcrew_assets.platform_exports.watermark import Watermark, stamp
 # progressive so feeds show a full-size preview early.
 DEFAULT_JPEG_QUALITY = 88
 # Face detection runs on a copy this size: Haar cost grows with pixels; post-worthy faces are not tiny.
-_DETECT_SIDE = 640
 # Shrink with reduce() (box filter, fast) down to this multiple of the target, then LANCZOS to exact size.
 _REDUCING_GAP = 2.0
 # A zoomed crop may be enlarged this much from the first decode before the source is decoded again.
@@ -100,13 +99,8 @@ def _faces(source: SourceImage, working: source_decode.WorkingImage) -> list[Box
     if source.face_box is not None:
         x, y, w, h = source.face_box
         return [(x, y, x + w, y + h)]
-    small = working.image
-    if max(small.size) > _DETECT_SIDE:
-        factor = _DETECT_SIDE / max(small.size)
-        size = (round(small.width * factor), round(small.height * factor))
-        small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)  # speed over finesse
-    to_source = working.source_size[0] / small.width
-    faces = detect_faces(small)
+    to_source = working.source_size[0] / working.image.width
+    faces = detect_faces(working.image)  # it sizes its own working copy
     return [
         (f.x * to_source, f.y * to_source, (f.x + f.width) * to_source, (f.y + f.height) * to_source)
         for f in faces
@@ -115,8 +109,7 @@ def _faces(source: SourceImage, working: source_decode.WorkingImage) -> list[Box
 
 
 def _plan(size: tuple[int, int], platform: Platform, faces: list[Box], detail: np.ndarray | None) -> CropPlan:
-    """Keep every sizeable face in frame when they fit together (Haar also fires on badges and
-    patterns next to a face, and group shots have several), else the largest alone."""
+    """Keep every sizeable face in frame when they fit together (group shots have several), else the largest alone."""
     if len(faces) > 1:
         left, top, right, bottom = zip(*faces)
         union = (min(left), min(top), max(right), max(bottom))

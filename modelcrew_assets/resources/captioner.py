@@ -1,12 +1,21 @@
 """CaptionerResource: any OpenAI-compatible chat-completions endpoint with image input (hosted APIs, vLLM,
-Ollama). HTTP goes through the shared JsonApiClient: bounded concurrency, timeouts, 429/5xx backoff."""
+Ollama). HTTP goes through the shared JsonApiClient: bounded concurrency, timeouts, 429/5xx backoff.
+
+OpenAI's reasoning models (o-series, gpt-5) answer HTTP 400 to `max_tokens` ("unsupported_parameter", use
+`max_completion_tokens`) and to a temperature other than 1 ("unsupported_value"), and spend completion
+tokens on reasoning before the caption. `token_parameter="max_completion_tokens"` sends what they take,
+with `reasoning_tokens` more room; left at `max_tokens` (vLLM, Ollama), a 400 naming one of those two
+parameters switches it for the rest of the session, every concurrent request included, and the request
+is sent again: once per parameter, so a 400 never loops."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, Literal
 
 import dagster as dg
 from PIL import Image
@@ -18,6 +27,10 @@ from modelcrew_assets.settings import require_credential
 
 COMPLETIONS_PATH = "/chat/completions"
 EXIF_ORIENTATION = 0x0112
+TEMPERATURE = 0.2
+# OpenAI's 400 body starts with its message, e.g. "Unsupported parameter: 'max_tokens' is not supported with
+# this model..." or "Unsupported value: 'temperature' does not support 0.2 ..."; ApiError keeps its start.
+_UNSUPPORTED = re.compile(r"Unsupported (?:parameter|value): '(\w+)'")
 
 
 class CaptionerResource(dg.ConfigurableResource):
@@ -37,7 +50,14 @@ class CaptionerResource(dg.ConfigurableResource):
     retry_base_delay_s: float = Field(default=0.5, ge=0)
     retry_max_delay_s: float = Field(default=30.0, ge=0)
     bad_answer_attempts: int = Field(default=3, ge=1, description="tries per image when the answer is unusable")
-    max_answer_tokens: int = Field(default=200, ge=16)
+    max_answer_tokens: int = Field(default=200, ge=16, description="the caption's own token budget")
+    token_parameter: Literal["max_tokens", "max_completion_tokens"] = Field(
+        default="max_tokens",
+        description="CAPTION_TOKEN_PARAMETER: max_completion_tokens for OpenAI's o-series / gpt-5 models",
+    )
+    reasoning_tokens: int = Field(
+        default=2048, ge=0, description="added to max_completion_tokens: what a reasoning model may think first"
+    )
     image_max_side: int = Field(default=1024, ge=64, description="images are downscaled to this before sending")
 
     @property
@@ -66,18 +86,52 @@ class CaptionerResource(dg.ConfigurableResource):
             read_timeout_s=self.read_timeout_s,
             policy=policy,
         )
-        return CaptionSession(
-            api, model, self.max_answer_tokens, self.image_max_side, self.bad_answer_attempts
-        )
+        limits = RequestLimits(self.token_parameter, self.max_answer_tokens, self.reasoning_tokens)
+        return CaptionSession(api, model, limits, self.image_max_side, self.bad_answer_attempts)
+
+
+class RequestLimits:
+    """The token-limit and temperature parameters this endpoint takes, learnt from its 400s (shared by
+    every request of a session)."""
+
+    def __init__(self, token_parameter: str, answer_tokens: int, reasoning_tokens: int):
+        self.token_parameter = token_parameter
+        self.answer_tokens = answer_tokens
+        self.reasoning_tokens = reasoning_tokens
+        self.temperature: float | None = None if token_parameter == "max_completion_tokens" else TEMPERATURE
+        # The session's first request goes alone, so the others are built with what it learnt.
+        self.first_sent = False
+        self.first_done = asyncio.Event()
+
+    def parameters(self) -> dict[str, Any]:
+        if self.token_parameter == "max_completion_tokens":
+            limit = {"max_completion_tokens": self.answer_tokens + self.reasoning_tokens}
+        else:
+            limit = {"max_tokens": self.answer_tokens}
+        return limit | ({"temperature": self.temperature} if self.temperature is not None else {})
+
+    def adapt(self, error: ApiError, sent: dict[str, Any], log) -> bool:
+        """After a 400: True when the request should be sent again with `parameters()` now."""
+        found = _UNSUPPORTED.search(str(error)) if error.status == 400 else None
+        name = found.group(1) if found else None
+        if name not in ("max_tokens", "temperature") or name not in sent:
+            return False
+        if name == "max_tokens" and self.token_parameter == "max_tokens":
+            self.token_parameter = "max_completion_tokens"
+            log.warning("captioner: the model does not take max_tokens; sending max_completion_tokens from now on")
+        elif name == "temperature" and self.temperature is not None:
+            self.temperature = None
+            log.warning("captioner: the model takes only its default temperature; sending none from now on")
+        return True  # adapted now, or by a concurrent request whose 400 came back first
 
 
 class CaptionSession:
     def __init__(
-        self, api: JsonApiClient, model: str, max_tokens: int, image_max_side: int, bad_answer_attempts: int
+        self, api: JsonApiClient, model: str, limits: RequestLimits, image_max_side: int, bad_answer_attempts: int
     ):
         self.api = api
         self.model = model
-        self.max_tokens = max_tokens
+        self.limits = limits
         self.image_max_side = image_max_side
         self.bad_answer_attempts = bad_answer_attempts
 
@@ -91,10 +145,9 @@ class CaptionSession:
         """The model's raw caption for one image. A caption request creates nothing that persists, so a
         repeat after a timeout costs at most one more caption: it is sent as idempotent."""
         data_uri = await asyncio.to_thread(self._data_uri, image, name)
-        body = self._request(data_uri, system, instruction)
         for attempt in range(self.bad_answer_attempts):
             try:
-                return _answer_text(await self.api.call("POST", COMPLETIONS_PATH, json=body, idempotent=True))
+                return _answer_text(await self._send(lambda: self._request(data_uri, system, instruction)))
             except MalformedAnswerError as error:
                 if attempt == self.bad_answer_attempts - 1:
                     raise ApiError(f"{name}: no usable caption after {attempt + 1} answers; last: {error}") from None
@@ -102,6 +155,28 @@ class CaptionSession:
                 self.api.log.info(f"captioner: unusable answer for {name}; asking again in {delay:.1f}s")
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send(self, request: Callable[[], dict[str, Any]]) -> Any:
+        if self.limits.first_sent:
+            await self.limits.first_done.wait()
+            return await self._send_adapting(request())
+        self.limits.first_sent = True
+        try:
+            return await self._send_adapting(request())
+        finally:
+            self.limits.first_done.set()
+
+    async def _send_adapting(self, body: dict[str, Any]) -> Any:
+        """POST, sent again after a 400 for each parameter the model does not take (at most once each)."""
+        for _ in range(3):
+            try:
+                return await self.api.call("POST", COMPLETIONS_PATH, json=body, idempotent=True)
+            except ApiError as error:
+                if isinstance(error, MalformedAnswerError) or not self.limits.adapt(error, body, self.api.log):
+                    raise
+            body = {key: value for key, value in body.items() if key not in ("max_tokens", "max_completion_tokens", "temperature")}
+            body |= self.limits.parameters()
+        return await self.api.call("POST", COMPLETIONS_PATH, json=body, idempotent=True)
 
     def _data_uri(self, image: bytes, name: str) -> str:
         """The image as a JPEG data URI. An upright JPEG already small enough is sent as it is (the common
@@ -116,8 +191,7 @@ class CaptionSession:
     def _request(self, data_uri: str, system: str, instruction: str) -> dict[str, Any]:
         return {
             "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": 0.2,
+            **self.limits.parameters(),
             "messages": [
                 {"role": "system", "content": system},
                 {

@@ -1,6 +1,6 @@
-"""The dry-run swapper: local Haar face detection and a feathered, colour-matched blend of the model's
-face into each target box. Free, deterministic and labelled `dry_run`; good enough to demo and test the
-pipeline, not a likeness model."""
+"""The dry-run swapper: local face detection (dlib's HOG, face_detection.py) and a feathered, colour-matched
+blend of the model's face into each target box. Free, deterministic and labelled `dry_run`; good enough to
+demo and test the pipeline, not a likeness model."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from modelcrew_assets.face_detection import FaceBox, detect_faces
 from modelcrew_assets.imaging import ImageInputError, decode_image
 from modelcrew_assets.swapped_faces.inputs import SwapInput
 
-# Blend a little more than the detector's box so forehead and chin come along, and feather the edge.
+# Blend a little more than the detector's brows-to-chin box so forehead and jaw come along; feather the edge.
 _MARGIN = 0.15
 _FEATHER = 0.08
 

@@ -4,6 +4,9 @@ Sharpness is the variance of the Laplacian of the grayscale image, measured afte
 to 512 px so photos of different sizes are comparable. Sharp photos score in the hundreds or more; a
 photo scoring below `MIN_SHARPNESS` (100, the usual rule of thumb for this measure) looks soft or
 out of focus and teaches a LoRA blur.
+
+Faces are counted with dlib's HOG detector (face_detection.py) under the prominence rule: faces at least
+0.4 of the largest one's width. A crowd far behind the subject is not a second subject.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any
 
 from dagster_pipes import PipesContext
 
-from modelcrew_assets.worker.generate import JobError, RenderJob, open_renderer, png_bytes
+from modelcrew_assets.worker.generate import JobError, RenderJob, check_generator, open_renderer, png_bytes
 from modelcrew_assets.worker.messages import LOG_TAIL_LINES, RESULT
 from modelcrew_assets.worker.store import WorkerStore, file_sha256
 from modelcrew_assets.worker.train import WorkerError
@@ -146,6 +146,8 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
         )  # fmt: skip
         for job in jobs
     }
+    generator = extras["generator"]
+    check_generator(generator)  # before the checkpoint download
     with tempfile.TemporaryDirectory(prefix="modelcrew-batch-") as scratch_dir:
         scratch = Path(scratch_dir)
         lora = scratch / "lora" / posixpath.basename(checkpoint["key"])
@@ -155,7 +157,6 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
                 f"{checkpoint['key']} in storage does not match the sha256 recorded for the chosen checkpoint "
                 f"({checkpoint['sha256'][:12]}...); materialize lora_checkpoints and checkpoint_evaluations again"
             )
-        generator = extras["generator"]
         faces = _faces(store, extras["face_keys"], scratch) if generator == "stand_in" else []
         renderer = open_renderer(generator, extras.get("base_model"), faces, [])
         renderer.load_lora(lora)

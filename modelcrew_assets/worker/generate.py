@@ -30,7 +30,15 @@ from dagster_pipes import PipesContext
 from PIL import Image
 
 from modelcrew_assets.worker.messages import LOG_TAIL_LINES, RESULT
-from modelcrew_assets.worker.renderers import GENERATORS, SAMPLERS, JobError, Renderer, RenderJob, open_renderer
+from modelcrew_assets.worker.renderers import (
+    GENERATORS,
+    SAMPLERS,
+    JobError,
+    Renderer,
+    RenderJob,
+    check_generator,
+    open_renderer,
+)
 from modelcrew_assets.worker.scoring import ReferenceFaces, Sample, load_embedder
 from modelcrew_assets.worker.store import WorkerStore, file_sha256
 from modelcrew_assets.worker.train import WorkerError
@@ -45,8 +53,8 @@ CHECKPOINT_SCORE = "checkpoint_score"
 
 # The renderers' names are part of this command's contract for the stages that build its jobs.
 __all__ = [
-    "CHECKPOINT_SCORE", "GENERATORS", "IMAGE", "SAMPLERS", "JobError", "RenderJob", "Renderer", "lora_groups",
-    "open_renderer", "png_bytes", "run",
+    "CHECKPOINT_SCORE", "GENERATORS", "IMAGE", "SAMPLERS", "JobError", "RenderJob", "Renderer", "check_generator",
+    "lora_groups", "open_renderer", "png_bytes", "run",
 ]  # fmt: skip
 
 
@@ -98,6 +106,7 @@ def _generate(pipes: PipesContext, extras: Mapping[str, Any], log, counts: dict[
     duplicates = sorted(name for name, count in Counter(job.id for job in jobs).items() if count > 1)
     if duplicates:
         raise JobError(f"job ids must be unique; repeated: {', '.join(duplicates)}")
+    check_generator(extras.get("generator", "diffusers"))
     references = extras.get("references") or {}
     with tempfile.TemporaryDirectory(prefix="modelcrew-generate-") as scratch_dir:
         scratch = Path(scratch_dir)

@@ -6,6 +6,7 @@ commit pinned in deploy/worker/Dockerfile; the tests hold that list.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,16 @@ DEFAULT_LAUNCH = "accelerate launch --num_cpu_threads_per_process 1 /opt/sd-scri
 _PROGRESS = re.compile(r"steps:\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
 _LOSS = re.compile(r"avr_loss=([-+0-9.eE]+|nan|inf)")
 _ELAPSED = re.compile(r"^\s*([\d:]+)<([\d:?]+)")
+_BATCHES = re.compile(r"num batches per epoch\b[^:]*:\s*(\d+)")
+
+# Aspect-ratio buckets, passed on the command line (kohya's own defaults there are 256 / 1024 / 64, which
+# rules out 896x1152-style buckets at 1024); kohya_dataset's histogram and dataset.toml use the same.
+MIN_BUCKET_RESO = 256
+MAX_BUCKET_RESO = 2048
+BUCKET_RESO_STEPS = 64
+# library/train_util.py IMAGE_EXTENSIONS: what kohya counts as an image in a `<repeats>_<tokens>` folder.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
+TRAIN_STATE = "train_state.json"
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,31 @@ class Recipe:
     @property
     def save_steps(self) -> tuple[int, ...]:
         return tuple(range(self.save_every_n_steps, self.max_train_steps + 1, self.save_every_n_steps))
+
+    @property
+    def checkpoint_steps(self) -> tuple[int, ...]:
+        """The save steps plus the last one: kohya's final `<name>.safetensors` is stored as that step."""
+        steps = self.save_steps
+        return steps if self.max_train_steps in steps else (*steps, self.max_train_steps)
+
+    @property
+    def state_files(self) -> tuple[str, ...]:
+        """What `accelerator.save_state` leaves in a state folder for kohya's single-GPU run (accelerate 1.6.0,
+        which sd-scripts pins): kohya's pre-save hook writes train_state.json first, then accelerate writes
+        the network weights, optimizer, scheduler, the fp16 grad scaler if any, and the RNG states last."""
+        scaler = ("scaler.pt",) if self.mixed_precision == "fp16" else ()
+        return (TRAIN_STATE, "model.safetensors", "optimizer.bin", "scheduler.bin", *scaler, "random_states_0.pkl")
+
+
+def one_epoch_repeats(image_count: int, repeats: int, recipe: Recipe) -> int:
+    """Repeats that make kohya's first epoch hold the whole step budget (at least the dataset's own).
+
+    kohya resumes with `--skip_until_initial_step` by skipping whole epochs and then setting global_step
+    to the remainder (sd-scripts PR #1406, open at the pinned commit), so step numbers after a resume are
+    right only while the saved state lies in the first epoch. The image mix is unchanged: over
+    max_train_steps batches every image is still drawn max_train_steps * batch / images times."""
+    needed = math.ceil(recipe.max_train_steps * recipe.train_batch_size / max(1, image_count))
+    return max(repeats, needed)
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,9 @@ def training_flags(recipe: Recipe, paths: TrainPaths) -> list[str]:
         "--cache_latents",
         "--resolution", f"{recipe.resolution},{recipe.resolution}",
         "--enable_bucket",
+        "--min_bucket_reso", str(MIN_BUCKET_RESO),
+        "--max_bucket_reso", str(MAX_BUCKET_RESO),
+        "--bucket_reso_steps", str(BUCKET_RESO_STEPS),
         "--train_batch_size", str(recipe.train_batch_size),
         "--max_train_steps", str(recipe.max_train_steps),
         "--save_every_n_steps", str(recipe.save_every_n_steps),
@@ -84,7 +123,8 @@ def training_flags(recipe: Recipe, paths: TrainPaths) -> list[str]:
     if recipe.save_state:
         flags.append("--save_state")
     if paths.resume_state is not None:
-        flags += ["--resume", str(paths.resume_state)]
+        # Without --skip_until_initial_step kohya restarts global_step at 0 and names checkpoints anew.
+        flags += ["--resume", str(paths.resume_state), "--skip_until_initial_step"]
     return flags
 
 
@@ -108,6 +148,16 @@ def state_dir_name(output_name: str, step: int) -> str:
     return f"{output_name}-step{step:08d}-state"
 
 
+def final_name(output_name: str) -> str:
+    """sd-scripts' get_last_ckpt_name: the weights written when training ends."""
+    return f"{output_name}.safetensors"
+
+
+def final_state_name(output_name: str) -> str:
+    """sd-scripts' LAST_STATE_NAME (written at the end with --save_state)."""
+    return f"{output_name}-state"
+
+
 @dataclass(frozen=True)
 class Progress:
     step: int
@@ -115,6 +165,18 @@ class Progress:
     avr_loss: float | None
     elapsed: str | None
     remaining: str | None
+
+
+def global_step(progress: Progress, max_train_steps: int) -> int:
+    """kohya's global_step for a tqdm update: the bar counts from 0 over max_train_steps - initial_step
+    after a resume, while global_step starts at initial_step."""
+    return progress.step + max_train_steps - progress.total
+
+
+def parse_batches_per_epoch(line: str) -> int | None:
+    """kohya's `  num batches per epoch / 1epochのバッチ数: N` line at the start of training."""
+    match = _BATCHES.search(line)
+    return int(match.group(1)) if match else None
 
 
 def parse_progress(line: str) -> Progress | None:

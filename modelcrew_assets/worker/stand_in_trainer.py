@@ -1,26 +1,42 @@
 """A stand-in for `sdxl_train_network.py` (dry-run and tests): kohya on the outside, no GPU inside.
 
-It accepts the command line the worker builds (unknown flags are an error, as with kohya), prints tqdm
-progress with a falling loss, and at every save step writes a small but valid LoRA safetensors file with
-kohya-shaped tensor names and ss_* metadata, a 1024x1024 sample PNG, and (with --save_state) a state
-folder that --resume picks up. Behaviour knobs, read from the environment:
+It accepts the command line the worker builds (unknown flags are an error, as with kohya) and numbers
+steps as train_network.py does at the pinned commit: one epoch = the images x repeats of every
+`<repeats>_<tokens>` folder / batch size (one bucket: images are not decoded); `--resume` reads
+train_state.json's current_step S; without --skip_until_initial_step it skips S // N epochs and restarts
+global_step at 0; with it global_step starts at S mod N (whole epochs are subtracted, PR #1406) and
+that many batches are skipped; the tqdm bar counts 0..max_train_steps - initial_step; resuming a state at
+max_train_steps fails kohya's assertion. Saves at global_step % save_every_n_steps == 0 write a small but
+valid LoRA file with kohya-shaped tensor names and ss_* metadata, samples (1024x1024 PNGs) and, with
+--save_state, accelerate's state folder, train_state.json first and the other files slowly after it;
+at the end `<name>.safetensors` and (with --save_state) `<name>-state`. Knobs, from the environment:
   MODELCREW_STANDIN_STEP_SECONDS  seconds per step (default 0.002)
-  MODELCREW_STANDIN_DIE_AT        step at which to crash with a traceback (default: never)
+  MODELCREW_STANDIN_DIE_AT        global step at which to crash with a traceback (default: never)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import struct
 import sys
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
-from modelcrew_assets.worker.kohya import checkpoint_name, state_dir_name
+from modelcrew_assets.worker.kohya import (
+    IMAGE_EXTENSIONS,
+    TRAIN_STATE,
+    Recipe,
+    checkpoint_name,
+    final_name,
+    final_state_name,
+    state_dir_name,
+)
 
 LORA_BLOCKS = (
     "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
@@ -39,12 +55,17 @@ def parser() -> argparse.ArgumentParser:
         "caption_extension", "sample_prompts", "sample_sampler", "resume",
     ):  # fmt: skip
         parse.add_argument(f"--{name}")
-    for name in ("network_dim", "train_batch_size", "max_train_steps", "save_every_n_steps", "seed"):
+    for name in ("network_dim", "max_train_steps", "save_every_n_steps", "seed", "sample_every_n_steps"):
         parse.add_argument(f"--{name}", type=int)
-    parse.add_argument("--sample_every_n_steps", type=int)
+    # kohya's command-line defaults
+    parse.add_argument("--train_batch_size", type=int, default=1)
+    parse.add_argument("--min_bucket_reso", type=int, default=256)
+    parse.add_argument("--max_bucket_reso", type=int, default=1024)
+    parse.add_argument("--bucket_reso_steps", type=int, default=64)
     parse.add_argument("--network_alpha", type=float)
     parse.add_argument("--learning_rate", type=float)
-    for name in ("gradient_checkpointing", "cache_latents", "enable_bucket", "sdpa", "save_state"):
+    flags = ("gradient_checkpointing", "cache_latents", "enable_bucket", "sdpa", "save_state", "skip_until_initial_step")
+    for name in flags:
         parse.add_argument(f"--{name}", action="store_true")
     return parse
 
@@ -98,47 +119,118 @@ def write_slowly(path: Path, data: bytes, pause: float) -> None:
         handle.write(data[len(data) // 2 :])
 
 
+def torch_zip(payload: bytes) -> bytes:
+    """What torch.save writes: a zip archive (its end record comes last, so a cut file is no zip)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/version", "3\n")
+    return buffer.getvalue()
+
+
+def batches_per_epoch(train_data_dir: Path, batch_size: int) -> int:
+    """len(train_dataloader): images x repeats of every `<repeats>_<tokens>` folder, in batches."""
+    total = 0
+    for folder in sorted(p for p in train_data_dir.iterdir() if p.is_dir()):
+        count, _, tokens = folder.name.partition("_")
+        if count.isdigit() and tokens:
+            total += int(count) * sum(1 for f in folder.iterdir() if f.suffix in IMAGE_EXTENSIONS)
+    return math.ceil(total / batch_size)
+
+
+def load_state(folder: Path, recipe: Recipe) -> int:
+    """accelerator.load_state: every file must be there (it raises otherwise); kohya reads current_step."""
+    for name in recipe.state_files:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"[Errno 2] No such file or directory: '{folder / name}'")
+    return json.loads((folder / TRAIN_STATE).read_text())["current_step"]
+
+
+def save_state(folder: Path, recipe: Recipe, epoch: int, step: int, weights: bytes, pause: float) -> None:
+    """kohya's pre-save hook writes train_state.json, then accelerate writes the rest, RNG states last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / TRAIN_STATE).write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
+    for name in recipe.state_files[1:]:
+        data = weights if name.endswith(".safetensors") else torch_zip(f"{name} at {step}".encode() * 64)
+        write_slowly(folder / name, data, pause)
+
+
+def fail(lines: list[str]) -> int:
+    print("Traceback (most recent call last):", file=sys.stderr)
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+    return 1
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     step_seconds = float(os.environ.get("MODELCREW_STANDIN_STEP_SECONDS", "0.002"))
     die_at = int(os.environ.get("MODELCREW_STANDIN_DIE_AT", "0") or 0)
+    recipe = Recipe(mixed_precision=args.mixed_precision or "no")  # for the state files accelerate writes
     output = Path(args.output_dir)
     (output / "sample").mkdir(parents=True, exist_ok=True)
-    start = 0
+    batches = batches_per_epoch(Path(args.train_data_dir), args.train_batch_size)
+    if batches == 0:
+        return fail(["ValueError: no images in train_data_dir (stand-in)"])
+    epochs = math.ceil(args.max_train_steps / batches)
+    print(f"  num batches per epoch / 1epochのバッチ数: {batches}", flush=True)
+    print(f"  num epochs / epoch数: {epochs}", flush=True)
+    initial_step = 0
     if args.resume:
-        start = json.loads((Path(args.resume) / "train_state.json").read_text())["current_step"]
-        print(f"resume training from local state: {args.resume} (step {start})", file=sys.stderr, flush=True)
-    total = args.max_train_steps
-    prompt_count = sum(1 for line in Path(args.sample_prompts).read_text().splitlines() if line.strip())
-    began = time.monotonic()
-    for step in range(start + 1, total + 1):
-        time.sleep(step_seconds)
-        if step == die_at:
-            print("Traceback (most recent call last):", file=sys.stderr)
-            print("torch.OutOfMemoryError: CUDA out of memory (stand-in failure)", file=sys.stderr, flush=True)
-            return 1
-        loss = 0.05 + 0.1 * math.exp(-step / max(1, total / 3))
-        elapsed = time.monotonic() - began
-        percent = int(100 * step / total)
-        sys.stderr.write(
-            f"\rsteps: {percent:3d}%|{'#' * (percent // 10):<10}| {step}/{total} "
-            f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}<00:00, "
-            f"{1 / max(step_seconds, 1e-6):.2f}it/s, avr_loss={loss:.4f}]"
+        print(f"resume training from local state: {args.resume}", file=sys.stderr, flush=True)
+        initial_step = load_state(Path(args.resume), recipe)
+    if initial_step > 0 and not args.max_train_steps > initial_step:
+        message = (
+            "AssertionError: max_train_steps should be greater than initial step / "
+            f"max_train_stepsは初期ステップより大きい必要があります: {args.max_train_steps} vs {initial_step}"
         )
-        sys.stderr.flush()
-        if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
-            stamp = time.strftime("%Y%m%d%H%M%S")
-            for index in range(prompt_count):
-                name = f"{args.output_name}_{step:06d}_{index:02d}_{stamp}_{args.seed + index}.png"
-                write_slowly(output / "sample" / name, grey_png(1024, (step + index) % 256), 0)
-        if args.save_every_n_steps and step % args.save_every_n_steps == 0:
-            data = lora_safetensors(args.network_dim, args.network_alpha, step, args)
-            write_slowly(output / checkpoint_name(args.output_name, step), data, min(0.05, step_seconds * 5))
-            if args.save_state:
-                state = output / state_dir_name(args.output_name, step)
-                state.mkdir(exist_ok=True)
-                (state / "model.safetensors").write_bytes(data)
-                (state / "train_state.json").write_text(json.dumps({"current_epoch": 1, "current_step": step}))
+        return fail([message])
+    epoch_to_start = initial_step // batches
+    if not args.skip_until_initial_step:
+        initial_step = 0  # kohya only skips the epochs, "for informative purpose"
+    global_step = 0
+    if initial_step > 0:
+        for _ in range(epoch_to_start):
+            initial_step -= batches
+        global_step = initial_step
+    total = args.max_train_steps - initial_step
+    prompt_count = sum(1 for line in Path(args.sample_prompts).read_text().splitlines() if line.strip())
+    pause = min(0.05, step_seconds * 5)
+    began, shown = time.monotonic(), 0
+    for epoch in range(epoch_to_start, epochs):
+        skip, initial_step = initial_step, 0
+        for _ in range(skip, batches):
+            time.sleep(step_seconds)
+            global_step += 1
+            shown += 1
+            if global_step == die_at:
+                return fail(["torch.OutOfMemoryError: CUDA out of memory (stand-in failure)"])
+            loss = 0.05 + 0.1 * math.exp(-global_step / max(1, args.max_train_steps / 3))
+            elapsed = time.monotonic() - began
+            percent = int(100 * shown / total)
+            sys.stderr.write(
+                f"\rsteps: {percent:3d}%|{'#' * (percent // 10):<10}| {shown}/{total} "
+                f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}<00:00, "
+                f"{1 / max(step_seconds, 1e-6):.2f}it/s, avr_loss={loss:.4f}]"
+            )
+            sys.stderr.flush()
+            if args.sample_every_n_steps and global_step % args.sample_every_n_steps == 0:
+                stamp = time.strftime("%Y%m%d%H%M%S")
+                for index in range(prompt_count):
+                    name = f"{args.output_name}_{global_step:06d}_{index:02d}_{stamp}_{args.seed + index}.png"
+                    write_slowly(output / "sample" / name, grey_png(1024, (global_step + index) % 256), 0)
+            if args.save_every_n_steps and global_step % args.save_every_n_steps == 0:
+                weights = lora_safetensors(args.network_dim, args.network_alpha, global_step, args)
+                write_slowly(output / checkpoint_name(args.output_name, global_step), weights, pause)
+                if args.save_state:
+                    state = output / state_dir_name(args.output_name, global_step)
+                    save_state(state, recipe, epoch + 1, global_step, weights, pause)
+            if global_step >= args.max_train_steps:
+                break
+    weights = lora_safetensors(args.network_dim, args.network_alpha, global_step, args)
+    if args.save_state:
+        save_state(output / final_state_name(args.output_name), recipe, epochs, global_step, weights, pause)
+    write_slowly(output / final_name(args.output_name), weights, pause)
     print("\nmodel saved.", file=sys.stderr, flush=True)
     return 0
 

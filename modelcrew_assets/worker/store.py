@@ -65,6 +65,25 @@ class WorkerStore:
             os.replace(temporary, target)
         return digest, size
 
+    def read_bytes(self, key: str) -> bytes:
+        if self.client is not None:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        return (self.root / key).read_bytes()
+
+    def stored_sha256(self, key: str) -> str | None:
+        """The sha256 of what is stored at key, or None when nothing is (a write-once check before upload)."""
+        if self.client is None:
+            path = self.root / key
+            return file_sha256(path) if path.is_file() else None
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        # An object without our metadata was not written by us: treat it as different content.
+        return head.get("Metadata", {}).get(SHA256_METADATA, "")
+
     def list_keys(self, prefix: str) -> list[str]:
         if self.client is not None:
             keys = []

@@ -10,19 +10,25 @@ import tempfile
 import time
 import zipfile
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from dagster_pipes import PipesContext
 
 from modelcrew_assets.worker.kohya import (
     DEFAULT_LAUNCH,
+    IMAGE_EXTENSIONS,
     Recipe,
     TrainPaths,
+    global_step,
+    one_epoch_repeats,
+    parse_batches_per_epoch,
     parse_progress,
     sample_prompt_lines,
     training_flags,
 )
 from modelcrew_assets.worker.messages import LOG_TAIL_LINES, RESULT
+from modelcrew_assets.worker.resume import StoredState, find_stored_state
 from modelcrew_assets.worker.store import WorkerStore
 from modelcrew_assets.worker.uploader import Reporter, Uploader
 
@@ -32,7 +38,6 @@ DEFAULT_BASE_MODEL = "/opt/models/sd_xl_base_1.0.safetensors"
 WORKDIR_ENV = "MODELCREW_WORKDIR"
 PROGRESS_LOG_ENV = "MODELCREW_PROGRESS_LOG_SECONDS"
 MAX_LOSS_POINTS = 400
-_STATE_STEP = re.compile(r"-step(\d{8})-state/")
 
 
 class WorkerError(RuntimeError):
@@ -50,90 +55,142 @@ def run(pipes: PipesContext) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     reporter = Reporter(pipes)
 
-    train_data_dir = _unpack_dataset(store, extras["dataset_zip_key"], extras["image_folder"], workdir)
+    stored = None
+    if extras.get("resume"):
+        stored = find_stored_state(store, prefix, name, recipe, output_dir)
+    resumed_from = stored.step if stored else 0
+    base = {"resumed_from_step": resumed_from, **_lineage_fields(stored)}
+    if stored is not None and stored.folder is None:
+        # kohya asserts max_train_steps > the state's step: there is nothing left to train.
+        reporter.log(f"a whole kohya state at step {stored.step} is stored: training has finished; not launching")
+        reporter.custom({"type": RESULT, "ok": True, "error": None, "finished_before_start": True, "loss": [], **base})
+        return
+
+    train_data_dir, layout = _unpack_dataset(store, extras["dataset_zip_key"], extras["image_folder"], workdir, recipe)
+    reporter.log(
+        f"kohya layout: {layout.images} images x {layout.trainer_repeats} repeats in one epoch "
+        f"(dataset repeats {layout.dataset_repeats}), so a resumed state always lies in the first epoch"
+    )
     prompts = workdir / "sample_prompts.txt"
     prompts.write_text(
         sample_prompt_lines(extras["sample_prompts"], extras["negative_prompt"], recipe.resolution, recipe.seed)
     )
-    resume_state, resumed_from = (None, 0)
-    if extras.get("resume"):
-        resume_state, resumed_from = _restore_latest_state(store, prefix, output_dir, reporter)
+    if stored is not None:
+        reporter.log(f"resuming from kohya state at step {stored.step} ({stored.folder.name})")
     paths = TrainPaths(
         base_model=os.environ.get(BASE_MODEL_ENV, DEFAULT_BASE_MODEL),
         train_data_dir=train_data_dir,
         output_dir=output_dir,
         output_name=name,
         sample_prompts=prompts,
-        resume_state=resume_state,
+        resume_state=stored.folder if stored else None,
     )
     command = shlex.split(os.environ.get(LAUNCH_ENV, DEFAULT_LAUNCH)) + training_flags(recipe, paths)
     reporter.log(f"starting trainer: {shlex.join(command)}")
 
-    uploader = Uploader(store, reporter, output_dir, prefix, name, recipe.save_state)
+    attempt = str(extras.get("attempt") or int(time.time()))
+    uploader = Uploader(
+        store, reporter, output_dir, prefix, name, recipe, attempt, stored.checkpoints if stored else None
+    )
+    if stored is not None:
+        uploader.ignore(stored.folder)
     uploader.start()
     started = time.monotonic()
     try:
-        exit_code, tail, loss = _run_trainer(command, reporter, recipe.save_steps)
+        outcome = _run_trainer(command, reporter, recipe)
     finally:
         uploader.stop()
     trainer_seconds = time.monotonic() - started
-    failed = exit_code != 0
-    last_step = max(loss, default=resumed_from)
+    failed = outcome.exit_code != 0
+    last_step = max(outcome.loss, default=resumed_from)
+    error = f"trainer exited with code {outcome.exit_code} after step {last_step}" if failed else None
+    if outcome.batches_per_epoch is not None and outcome.batches_per_epoch < recipe.max_train_steps:
+        reporter.warning(
+            f"kohya reports {outcome.batches_per_epoch} batches per epoch, fewer than max_train_steps "
+            f"{recipe.max_train_steps}: a resume from a later epoch would be numbered wrongly"
+        )
     reporter.custom(
         {
             "type": RESULT,
             "ok": not failed,
-            "error": f"trainer exited with code {exit_code} after step {last_step}" if failed else None,
-            "log_tail": list(tail),
-            "loss": _downsample(loss, set(recipe.save_steps)),
+            "error": error,
+            "log_tail": list(outcome.tail),
+            "loss": _downsample(outcome.loss, set(recipe.checkpoint_steps)),
             "trainer_seconds": round(trainer_seconds, 3),
             "command": command,
             "base_model": Path(paths.base_model).name,
-            "resumed_from_step": resumed_from,
+            "kohya_layout": {**layout.as_dict(), "batches_per_epoch": outcome.batches_per_epoch},
+            "attempt": attempt,
+            **base,
         }
     )
     if failed:
-        raise WorkerError(
-            f"trainer exited with code {exit_code} after step {last_step}; last lines:\n" + "\n".join(tail)
-        )
+        raise WorkerError(f"{error}; last lines:\n" + "\n".join(outcome.tail))
 
 
-def _unpack_dataset(store: WorkerStore, zip_key: str, image_folder: str, workdir: Path) -> Path:
+def _lineage_fields(stored: StoredState | None) -> dict:
+    if stored is None or not stored.lineage_known:
+        return {}
+    return {"resumed_checkpoints": [[step, key] for step, key in sorted(stored.checkpoints.items())]}
+
+
+@dataclass(frozen=True)
+class KohyaLayout:
+    """How the dataset's image folder was laid out for kohya (see kohya.one_epoch_repeats)."""
+
+    images: int
+    dataset_repeats: int
+    trainer_repeats: int
+    image_folder: str
+
+    def as_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "dataset_repeats": self.dataset_repeats,
+            "trainer_repeats": self.trainer_repeats,
+            "image_folder": self.image_folder,
+            "epochs": 1,
+        }
+
+
+def _unpack_dataset(
+    store: WorkerStore, zip_key: str, image_folder: str, workdir: Path, recipe: Recipe
+) -> tuple[Path, KohyaLayout]:
     archive = workdir / "dataset.zip"
     store.download(zip_key, archive)
     target = workdir / "dataset"
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(target)
-    for folder in sorted(target.rglob("*")):
-        if folder.is_dir() and folder.name == image_folder:
-            return folder.parent
-    raise WorkerError(f"{zip_key} has no folder {image_folder!r}; rebuild kohya_dataset for this model")
+    folder = next((f for f in sorted(target.rglob("*")) if f.is_dir() and f.name == image_folder), None)
+    count, _, tokens = image_folder.partition("_")
+    if folder is None or not count.isdigit() or not tokens:
+        raise WorkerError(f"{zip_key} has no folder {image_folder!r}; rebuild kohya_dataset for this model")
+    images = sum(1 for f in folder.iterdir() if f.suffix in IMAGE_EXTENSIONS)
+    if images == 0:
+        raise WorkerError(f"{zip_key}: {image_folder!r} holds no images; rebuild kohya_dataset for this model")
+    repeats = one_epoch_repeats(images, int(count), recipe)
+    renamed = folder.with_name(f"{repeats}_{tokens}")
+    if renamed != folder:
+        folder.rename(renamed)
+    return renamed.parent, KohyaLayout(images, int(count), repeats, renamed.name)
 
 
-def _restore_latest_state(
-    store: WorkerStore, prefix: str, output_dir: Path, reporter: Reporter
-) -> tuple[Path | None, int]:
-    """Download the newest kohya state a previous attempt uploaded, for --resume."""
-    keys = store.list_keys(prefix + "state/")
-    # Only states whose train_state.json (uploaded last) arrived: a pod lost mid-upload leaves a partial one.
-    steps = {int(m.group(1)) for key in keys if key.endswith("/train_state.json") and (m := _STATE_STEP.search(key))}
-    if not steps:
-        return None, 0
-    step = max(steps)
-    marker = f"-step{step:08d}-state/"
-    for key in keys:
-        if marker in key:
-            store.download(key, output_dir / key[len(prefix + "state/") :])
-    folder = next(output_dir.glob(f"*{marker.rstrip('/')}"))
-    reporter.log(f"resuming from kohya state at step {step} ({folder.name})")
-    return folder, step
+@dataclass
+class TrainerOutcome:
+    exit_code: int
+    tail: deque[str]
+    loss: dict[int, float]  # kohya's global_step -> avr_loss
+    batches_per_epoch: int | None
 
 
-def _run_trainer(command: list[str], reporter: Reporter, save_steps: tuple[int, ...]):
-    """Run the trainer, turning its output into throttled progress logs, a loss series and a log tail."""
+def _run_trainer(command: list[str], reporter: Reporter, recipe: Recipe) -> TrainerOutcome:
+    """Run the trainer, turning its output into throttled progress logs, a loss series and a log tail,
+    all keyed by kohya's global_step (not the tqdm count, which restarts at 0 after a resume)."""
     throttle = float(os.environ.get(PROGRESS_LOG_ENV, "30"))
+    save_steps = set(recipe.checkpoint_steps)
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     loss: dict[int, float] = {}
+    batches: int | None = None
     last_logged = 0.0
     last_was_progress = False
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -148,6 +205,7 @@ def _run_trainer(command: list[str], reporter: Reporter, save_steps: tuple[int, 
                     continue
                 progress = parse_progress(line)
                 if progress is None:
+                    batches = parse_batches_per_epoch(line) or batches
                     tail.append(line)
                     last_was_progress = False
                     reporter.log(line)
@@ -156,18 +214,19 @@ def _run_trainer(command: list[str], reporter: Reporter, save_steps: tuple[int, 
                     tail.pop()
                 tail.append(line)
                 last_was_progress = True
+                step = global_step(progress, recipe.max_train_steps)
                 if progress.avr_loss is not None:
-                    loss[progress.step] = progress.avr_loss
+                    loss[step] = progress.avr_loss
                 now = time.monotonic()
-                if progress.step in save_steps or progress.step == progress.total or now - last_logged >= throttle:
+                if step in save_steps or now - last_logged >= throttle:
                     last_logged = now
                     reporter.log(
-                        f"step {progress.step}/{progress.total} avr_loss={progress.avr_loss} "
+                        f"step {step}/{recipe.max_train_steps} avr_loss={progress.avr_loss} "
                         f"elapsed {progress.elapsed} remaining {progress.remaining}"
                     )
         if buffer.strip():
             tail.append(buffer.decode("utf-8", "replace").rstrip())
-        return process.wait(), tail, loss
+        return TrainerOutcome(process.wait(), tail, loss, batches)
     finally:
         if process.poll() is None:
             process.kill()

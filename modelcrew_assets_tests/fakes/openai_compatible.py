@@ -3,6 +3,11 @@
 It checks what a real server would (bearer key, model, an image_url data URI that decodes as an image),
 answers with a caption after an injected latency, and plays scripted replies first: 429 with Retry-After,
 500, malformed JSON, or a given caption text. It records every request and the peak of concurrent ones.
+
+`reasoning_model=True` answers like OpenAI's o-series and gpt-5 models: HTTP 400 `unsupported_parameter`
+for `max_tokens` and `unsupported_value` for a temperature other than 1 (one error at a time, the first
+offending parameter), and reasoning tokens count against `max_completion_tokens`: a budget they use up
+leaves an empty answer with finish_reason "length".
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from PIL import Image
 DEFAULT_CAPTION = "a woman wearing a white spacesuit, standing in front of a flag, smiling, studio lighting"
 FAKE_API_KEY = "test-caption-key"
 FAKE_MODEL = "fake-vision-1"
+REASONING_TOKENS = 384  # what the fake "reasoning model" spends before it writes the caption
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAICompatible:
-    def __init__(self, latency_s: float = 0.0, api_key: str = FAKE_API_KEY):
+    def __init__(self, latency_s: float = 0.0, api_key: str = FAKE_API_KEY, reasoning_model: bool = False):
         self.latency_s = latency_s
         self.api_key = api_key
+        self.reasoning_model = reasoning_model
+        self.rejected: list[dict] = []  # requests answered 400 for a parameter the model does not take
         self.default_caption = DEFAULT_CAPTION
         self.requests: list[dict] = []
         self.max_in_flight = 0
@@ -116,13 +124,17 @@ def _handler_for(fake: FakeOpenAICompatible) -> type[BaseHTTPRequestHandler]:
             problem = _request_problem(body)
             if problem:
                 return self._send(400, json.dumps({"error": {"message": problem}}).encode())
+            if fake.reasoning_model and (unsupported := _unsupported_by_reasoning_models(json.loads(body))):
+                with fake._lock:
+                    fake.rejected.append(json.loads(body))
+                return self._send(400, json.dumps(unsupported).encode())
             reply = fake._enter()
             try:
                 with fake._lock:
                     fake.requests.append(json.loads(body))
                 time.sleep(fake.latency_s)
                 if reply.caption is not None:
-                    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply.caption}}]}
+                    answer = _completion(reply.caption, json.loads(body), fake.reasoning_model)
                     return self._send(reply.status, json.dumps(answer).encode(), reply.headers)
                 return self._send(reply.status, reply.raw_body or b"", reply.headers)
             finally:
@@ -138,6 +150,35 @@ def _handler_for(fake: FakeOpenAICompatible) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+def _unsupported_by_reasoning_models(request: dict) -> dict | None:
+    """OpenAI's 400 for the first parameter a reasoning model does not take, or None."""
+    if "max_tokens" in request:
+        message = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+        return {"error": {"message": message, "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
+    if request.get("temperature", 1) != 1:
+        message = (
+            f"Unsupported value: 'temperature' does not support {request['temperature']} with this model. "
+            "Only the default (1) value is supported."
+        )
+        return {"error": {"message": message, "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}
+    return None
+
+
+def _completion(caption: str, request: dict, reasoning_model: bool) -> dict:
+    """A chat completion; a reasoning model's reasoning tokens come out of max_completion_tokens first."""
+    words = len(caption.split())
+    if not reasoning_model:
+        message = {"role": "assistant", "content": caption}
+        return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": {"completion_tokens": words}}
+    budget = request.get("max_completion_tokens")
+    cut = budget is not None and budget < REASONING_TOKENS + 2 * words
+    content = "" if cut else caption
+    used = budget if cut else REASONING_TOKENS + 2 * words
+    usage = {"completion_tokens": used, "completion_tokens_details": {"reasoning_tokens": min(used, REASONING_TOKENS)}}
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length" if cut else "stop"}
+    return {"choices": [choice], "usage": usage}
 
 
 def _request_problem(body: bytes) -> str | None:
@@ -161,8 +202,8 @@ def _request_problem(body: bytes) -> str | None:
 
 
 @contextmanager
-def running_fake(latency_s: float = 0.0) -> Iterator[FakeOpenAICompatible]:
-    fake = FakeOpenAICompatible(latency_s).start()
+def running_fake(latency_s: float = 0.0, reasoning_model: bool = False) -> Iterator[FakeOpenAICompatible]:
+    fake = FakeOpenAICompatible(latency_s, reasoning_model=reasoning_model).start()
     try:
         yield fake
     finally:

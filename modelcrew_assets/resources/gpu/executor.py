@@ -3,26 +3,36 @@ Dagster Pipes, and always give the machine back.
 
 `GpuExecutorResource.run(context, worker_args=[...], extras={...}, storage=...)` returns a `WorkerRun`
 with what the worker reported (Pipes materialization/check results and custom messages) and what the
-machine cost. Every backend ends the machine in a `finally`: success, failure, time budget exceeded, and
-a run cancelled from the UI (Dagster raises DagsterExecutionInterruptedError / KeyboardInterrupt in the
-op, which passes through the same `finally`).
+machine cost. The machine is given back on every ending: success, failure, time budget exceeded, a worker
+gone quiet (no Pipes message or heartbeat for `silence_timeout_seconds`), and a cancelled run (Ctrl-C,
+SIGTERM and the UI's terminate all reach the step as SIGINT, which Dagster raises as
+DagsterExecutionInterruptedError). Giving it back runs with Dagster's interrupts held off, so a second
+SIGINT (the multiprocess executor forwards one to the step) cannot cut the terminate call in half, and
+it is retried until `terminate_timeout_seconds`. A run whose process was killed outright leaves its pod
+to the pod sweeper (gpu_sweeper/), which reads the liveness tag refreshed here.
 """
 
 from __future__ import annotations
 
 import abc
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import dagster as dg
-from dagster._core.pipes.context import PipesSession
+from dagster._core.pipes.context import PipesMessageHandler, PipesSession
+from dagster._utils.interrupts import capture_interrupts, pop_captured_interrupt
 from pydantic import Field
 
 from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.worker.heartbeat import HEARTBEAT, HEARTBEAT_ENV
 from modelcrew_assets.worker.messages import RESULT
+
+# Unix time the step last saw its GPU worker alive; the pod sweeper ends pods of runs where it is stale.
+GPU_ALIVE_TAG = "modelcrew/gpu_alive_at"
 
 
 class WorkerFailedError(RuntimeError):
@@ -35,6 +45,10 @@ class WorkerFailedError(RuntimeError):
 
 class GpuBudgetExceededError(WorkerFailedError):
     """The worker ran past max_runtime_minutes; the machine was terminated."""
+
+
+class WorkerSilentError(WorkerFailedError):
+    """The worker never sent a Pipes message within startup_timeout_seconds; the machine was terminated."""
 
 
 class WorkerLostError(WorkerFailedError):
@@ -85,8 +99,38 @@ class WorkerHandle(abc.ABC):
         """None while running; otherwise a short description of how it ended."""
 
     @abc.abstractmethod
-    def terminate(self) -> None:
-        """End the machine for good; safe to call twice."""
+    def terminate(self, timeout_s: float | None = None) -> None:
+        """End the machine for good, within `timeout_s`; safe to call twice."""
+
+
+@contextmanager
+def interrupts_held(reraise: bool) -> Iterator[None]:
+    """Dagster's SIGINT (and SIGTERM) is captured while the block runs. With `reraise`, one that came
+    is raised after the block as DagsterExecutionInterruptedError; otherwise (cleanup after an error,
+    which is already propagating) it has done its job."""
+    with capture_interrupts():
+        try:
+            yield
+        finally:
+            interrupted = pop_captured_interrupt()
+    if interrupted and reraise:
+        raise dg.DagsterExecutionInterruptedError()
+
+
+class Liveness:
+    """When the worker last said anything: custom messages (heartbeats included) and reported results."""
+
+    def __init__(self, handler: PipesMessageHandler, now: float):
+        self.handler = handler
+        self.count = 0
+        self.heard = False
+        self.last = now
+
+    def silent_for(self, now: float) -> float:
+        count = len(self.handler.get_custom_messages()) + len(self.handler.get_reported_results())
+        if count != self.count or (self.handler.received_opened_message and not self.heard):
+            self.count, self.heard, self.last = count, True, now
+        return now - self.last
 
 
 class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
@@ -101,12 +145,28 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
     dry_run: bool = Field(default=False, description="Run a stand-in trainer instead of kohya")
     lost_worker_retries: int = Field(default=2, ge=0, description="Step retries when the machine is lost")
     lost_worker_retry_seconds: float = Field(default=30, ge=0, description="Wait before such a retry")
+    heartbeat_seconds: float = Field(default=30, gt=0, description="How often the worker sends a heartbeat")
+    silence_timeout_seconds: float = Field(
+        default=240, gt=0, description="A worker silent this long (no message, no heartbeat) is lost: terminated"
+    )
+    startup_timeout_seconds: float = Field(
+        default=900, gt=0, description="How long the worker may take to send its first message (image pull, boot)"
+    )
+    terminate_timeout_seconds: float = Field(
+        default=90, gt=0, description="How long giving the machine back may take, retries included"
+    )
+    liveness_tag_seconds: float = Field(
+        default=30, gt=0, description=f"How often the run's {GPU_ALIVE_TAG} tag is refreshed for the pod sweeper"
+    )
 
     backend_name: ClassVar[str] = "gpu"
 
     @abc.abstractmethod
-    def _pipes(self, storage: StorageResource) -> tuple[dg.PipesContextInjector, dg.PipesMessageReader, dict]:
-        """The context injector, message reader and extra worker env for this backend."""
+    def _pipes(
+        self, context: dg.AssetExecutionContext, storage: StorageResource, extras: Mapping[str, Any], budget_s: float
+    ) -> tuple[dg.PipesContextInjector, dg.PipesMessageReader, dict]:
+        """The context injector, message reader and extra worker env for this backend (credentials that
+        must last `budget_s` and reach what `extras` names)."""
 
     @abc.abstractmethod
     def _launch(self, context: dg.AssetExecutionContext, worker_args: list[str], env: dict[str, str]) -> WorkerHandle:
@@ -122,22 +182,27 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
         max_runtime_minutes: float | None = None,
     ) -> WorkerRun:
         budget_s = 60 * (max_runtime_minutes or self.max_runtime_minutes)
-        injector, reader, transport_env = self._pipes(storage)
+        injector, reader, transport_env = self._pipes(context, storage, extras, budget_s)
         state: dict[str, Any] = {"handle": None, "started": None, "ended": None}
         error: BaseException | None = None
         with dg.open_pipes_session(context, injector, reader, extras=dict(extras)) as session:
             try:
-                env = {**session.get_bootstrap_env_vars(), **transport_env}
+                env = {
+                    **session.get_bootstrap_env_vars(),
+                    **transport_env,
+                    HEARTBEAT_ENV: f"{self.heartbeat_seconds:g}",
+                }
                 with self._terminating(context, state):
-                    state["handle"] = self._launch(context, worker_args, env)
-                    state["started"] = time.monotonic()
+                    with interrupts_held(reraise=True):  # a pod that exists is always recorded
+                        state["handle"] = self._launch(context, worker_args, env)
+                        state["started"] = time.monotonic()
                     outcome = self._wait(context, state["handle"], session, budget_s)
                 self._await_last_messages(session)
             except BaseException as raised:  # re-raised below with what the worker reported
                 error = raised
         run = self._summarize(state, session)
-        if isinstance(error, GpuBudgetExceededError):
-            raise GpuBudgetExceededError(str(error), run) from None
+        if isinstance(error, WorkerFailedError):
+            raise type(error)(str(error), run) from None
         if error is not None:
             raise error
         result = run.result
@@ -161,29 +226,70 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
     def _terminating(self, context: dg.AssetExecutionContext, state: dict) -> Iterator[None]:
         try:
             yield
-        finally:
-            handle = state["handle"]
-            if handle is not None:
-                handle.terminate()
-                state["ended"] = time.monotonic()
-                context.log.info(f"{self.backend_name} {handle.job_id} terminated")
+        except BaseException:
+            self._give_back(context, state, reraise_interrupt=False)
+            raise
+        self._give_back(context, state, reraise_interrupt=True)
+
+    def _give_back(self, context: dg.AssetExecutionContext, state: dict, reraise_interrupt: bool) -> None:
+        handle: WorkerHandle | None = state["handle"]
+        if handle is None:
+            return
+        with interrupts_held(reraise=reraise_interrupt):
+            deadline = time.monotonic() + self.terminate_timeout_seconds
+            pause = 1.0
+            while True:
+                try:
+                    handle.terminate(timeout_s=max(1.0, deadline - time.monotonic()))
+                    break
+                except Exception as error:
+                    if time.monotonic() + pause >= deadline:
+                        raise
+                    context.log.warning(f"{self.backend_name} {handle.job_id}: terminate failed, retrying: {error}")
+                    time.sleep(pause)
+                    pause = min(pause * 2, 10)
+            state["ended"] = time.monotonic()
+        context.log.info(f"{self.backend_name} {handle.job_id} terminated")
 
     def _wait(self, context, handle: WorkerHandle, session: PipesSession, budget_s: float) -> str:
-        deadline = time.monotonic() + budget_s
+        started = time.monotonic()
+        deadline = started + budget_s
+        liveness = Liveness(session.message_handler, started)
+        tagged = 0.0
         while True:
             if session.message_handler.received_closed_message:
                 return "pipes closed"
             ended = handle.exited()
             if ended is not None:
                 return ended
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise GpuBudgetExceededError(
                     f"{self.backend_name} {handle.job_id} ran past the budget of {budget_s / 60:g} minutes "
                     "(max_runtime_minutes) and was terminated; raise max_runtime_minutes or lower "
                     "max_train_steps",
                     WorkerRun(self.backend_name, handle.job_id, handle.gpu_type, 0, 0),
                 )
+            silent = liveness.silent_for(now)
+            if not liveness.heard and silent > self.startup_timeout_seconds:
+                raise WorkerSilentError(
+                    f"{self.backend_name} {handle.job_id} sent no Pipes message within {silent:.0f} s of its "
+                    "start (startup_timeout_seconds) and was terminated: check that the worker image starts "
+                    "(image name, registry access, `python -m modelcrew_assets.worker` in it)",
+                    WorkerRun(self.backend_name, handle.job_id, handle.gpu_type, 0, 0),
+                )
+            if liveness.heard and silent > self.silence_timeout_seconds:
+                return f"no Pipes message or heartbeat for {silent:.0f} s (silence_timeout_seconds)"
+            if now - tagged >= self.liveness_tag_seconds:
+                tagged = now
+                self._mark_alive(context)
             time.sleep(self.poll_seconds)
+
+    def _mark_alive(self, context: dg.AssetExecutionContext) -> None:
+        try:
+            context.instance.add_run_tags(context.run_id, {GPU_ALIVE_TAG: f"{time.time():.0f}"})
+        except Exception:  # a busy instance must not end the GPU work; the sweeper waits longer then
+            context.log.warning(f"could not refresh {GPU_ALIVE_TAG}:\n{traceback.format_exc(limit=2)}")
 
     def _await_last_messages(self, session: PipesSession) -> None:
         """The machine is gone; blob-store readers may still be fetching its last message chunks."""
@@ -203,8 +309,12 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
             billable_seconds=round(seconds, 1),
             estimated_cost_usd=round(seconds * handle.cost_per_hour / 3600, 4),
             results=tuple(session.get_reported_results()),
-            messages=tuple(session.get_custom_messages()),
+            messages=tuple(m for m in session.get_custom_messages() if not _is_heartbeat(m)),
         )
+
+
+def _is_heartbeat(message: Any) -> bool:
+    return isinstance(message, Mapping) and message.get("type") == HEARTBEAT
 
 
 def forwarded_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:

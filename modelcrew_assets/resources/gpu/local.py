@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
@@ -28,16 +29,45 @@ class LocalProcess(WorkerHandle):
         code = self.process.poll()
         return None if code is None else f"process exited with code {code}"
 
-    def terminate(self) -> None:
+    def terminate(self, timeout_s: float | None = None) -> None:
+        """SIGTERM to the worker's process group (the worker then kills its trainer, which runs in a
+        session of its own), SIGKILL after a grace period, then any descendant still alive."""
         if self.process.poll() is not None:
             return
-        # The worker and its trainer share a process group: end both.
-        os.killpg(self.process.pid, signal.SIGTERM)
+        descendants = _descendants(self.process.pid)
+        _signal_group(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=min(10, timeout_s or 10))
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            _signal_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        for pid in descendants:  # a trainer whose worker died before it could end it
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    for send in (os.killpg, os.kill):
+        try:
+            send(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux); elsewhere the process group has to do."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 class LocalGpuResource(GpuExecutorResource):
@@ -54,7 +84,7 @@ class LocalGpuResource(GpuExecutorResource):
     pipes_poll_seconds: float = 0.2
     closing_grace_seconds: float = 5  # temp-file messages are there as soon as the process wrote them
 
-    def _pipes(self, storage: StorageResource):
+    def _pipes(self, context, storage: StorageResource, extras, budget_s):
         return dg.PipesTempFileContextInjector(), dg.PipesTempFileMessageReader(), {}
 
     def _launch(self, context, worker_args, env) -> LocalProcess:

@@ -2,15 +2,19 @@
 
 GraphQL (api.runpod.io/graphql: podFindAndDeployOnDemand / pod / podTerminate) rather than REST: REST v1
 retires in 2026 and REST v2 is still in beta. Logs reach Dagster through Pipes (the worker forwards the
-trainer's output); the API is polled for the pod's state only.
+trainer's output); the API is polled for the pod's state only. Every pod is named after its Dagster run
+(`modelcrew-<run id>-<suffix>`), which is how the pod sweeper (gpu_sweeper/) finds pods whose run is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import httpx
@@ -19,14 +23,27 @@ from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 from pydantic import Field
 
 from modelcrew_assets.resources.gpu.executor import GpuExecutorResource, WorkerHandle, forwarded_env
+from modelcrew_assets.resources.gpu.pod_credentials import (
+    CREDENTIAL_ENV,
+    POD_ROLE_ARN_ENV,
+    assume_pod_role,
+    credential_seconds,
+    pipes_prefix,
+    run_scope,
+)
 from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError, JsonApiClient
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.resources.storage_backends import S3Backend
 from modelcrew_assets.settings import require_credential
 
 API_KEY_ENV = "RUNPOD_API_KEY"
-NO_CAPACITY = "no longer any instances available"
-AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3")
+# RunPod's answers when a GPU type cannot be had right now: try the next type.
+NO_CAPACITY = ("no longer any instances available", "does not have the resources to deploy your pod")
+POD_NAME_PREFIX = "modelcrew-"
+_POD_NAME = re.compile(rf"^{POD_NAME_PREFIX}([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}})-[0-9a-f]{{6}}$")
+GRAPHQL_URL_ENV = "MODELCREW_RUNPOD_GRAPHQL_URL"  # where the worker sends its own podStop
+# Forwarded from the orchestrator's env; its credentials never are (the pod gets a scoped STS session).
+AWS_ENV = ("AWS_ENDPOINT_URL_S3",)
 
 DEPLOY = """mutation Deploy($input: PodFindAndDeployOnDemandInput!) {
   podFindAndDeployOnDemand(input: $input) { id costPerHr desiredStatus }
@@ -35,12 +52,33 @@ POD = """query Pod($podId: String!) {
   pod(input: {podId: $podId}) { id desiredStatus lastStatusChange runtime { uptimeInSeconds } }
 }"""
 TERMINATE = """mutation Terminate($podId: String!) { podTerminate(input: {podId: $podId}) }"""
-MY_PODS = """query MyPods { myself { pods { id name } } }"""
+MY_PODS = """query MyPods { myself { pods { id name desiredStatus } } }"""
+
+
+def pod_name(run_id: str) -> str:
+    """Unique per launch, and carries the whole run id so the sweeper can match it unambiguously."""
+    return f"{POD_NAME_PREFIX}{run_id}-{uuid.uuid4().hex[:6]}"
+
+
+def run_id_of_pod(name: str | None) -> str | None:
+    """The Dagster run a pod was made for; None for pods this platform did not create."""
+    match = _POD_NAME.match(name or "")
+    return match.group(1) if match else None
 
 
 class DrainingS3MessageReader(PipesS3MessageReader):
     """Reads every chunk already written at each poll; the stock reader takes one chunk per poll and
-    falls behind a worker that writes often."""
+    falls behind a worker that writes often. Messages go under `key_prefix` (the stock reader puts them
+    at the bucket root)."""
+
+    def __init__(self, *, key_prefix: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.key_prefix = key_prefix
+
+    @contextmanager
+    def get_params(self) -> Iterator[dict]:
+        with super().get_params() as params:
+            yield {**params, "key_prefix": self.key_prefix + params["key_prefix"]}
 
     def download_messages(self, cursor: int | None, params: dict) -> tuple[int, str] | None:
         chunks = []
@@ -63,7 +101,10 @@ class RunPodGraphQL:
         self.url = url
         self.api_key = api_key
 
-    def call(self, query: str, variables: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+    def call(
+        self, query: str, variables: dict[str, Any], idempotent: bool, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """One GraphQL call with the shared client's retries; `timeout_s` bounds all of it."""
         url = httpx.URL(self.url)
         base = f"{url.scheme}://{url.netloc.decode()}"
 
@@ -74,7 +115,7 @@ class RunPodGraphQL:
                 body = {"query": query, "variables": variables}
                 return await api.call("POST", url.raw_path.decode(), json=body, idempotent=idempotent)
 
-        answer = asyncio.run(send())
+        answer = asyncio.run(asyncio.wait_for(send(), timeout_s))
         if answer.get("errors"):
             message = "; ".join(str(error.get("message")) for error in answer["errors"])
             raise ApiError(f"RunPod GraphQL: {message}")
@@ -100,12 +141,12 @@ class RunPodPod(WorkerHandle):
             self.last_status = status
         return f"pod {status.lower()}" if status in ("EXITED", "TERMINATED") else None
 
-    def terminate(self) -> None:
+    def terminate(self, timeout_s: float | None = None) -> None:
         if self.terminated:
             return
         try:
-            self.api.call(TERMINATE, {"podId": self.job_id}, idempotent=True)
-        except ApiError as error:
+            self.api.call(TERMINATE, {"podId": self.job_id}, idempotent=True, timeout_s=timeout_s)
+        except (ApiError, TimeoutError) as error:
             raise PodTerminationError(
                 f"RunPod pod {self.job_id} could not be terminated ({error}); it may still be billing: "
                 "terminate it in the RunPod console now"
@@ -132,8 +173,12 @@ class RunPodPodsResource(GpuExecutorResource):
     network_volume_id: str | None = Field(default=None, description="Holds the base model, if not baked in")
     worker_env: dict[str, str] = Field(default_factory=dict, description="Extra env for the worker")
     pipes_flush_seconds: float = Field(default=10, gt=0, description="How often the worker writes messages")
+    pod_role_arn: str | None = Field(
+        default_factory=lambda: os.environ.get(POD_ROLE_ARN_ENV) or None,
+        description=f"from {POD_ROLE_ARN_ENV}: the role pods get short-lived, run-scoped S3 credentials of",
+    )
 
-    def _pipes(self, storage: StorageResource):
+    def _pipes(self, context, storage: StorageResource, extras, budget_s: float):
         require_credential(self.api_key, API_KEY_ENV, "RunPod")
         backend = storage.backend
         if not isinstance(backend, S3Backend):
@@ -141,22 +186,46 @@ class RunPodPodsResource(GpuExecutorResource):
                 "RunPod pods cannot reach local storage: set MODELCREW_STORAGE_URL=s3://bucket/prefix "
                 "(or use the local GPU executor)"
             )
-        injector = PipesS3ContextInjector(
-            bucket=backend.bucket, client=backend.client, key_prefix=backend.prefix + "pipes/"
+        role_arn = require_credential(self.pod_role_arn, POD_ROLE_ARN_ENV, "RunPod pods' scoped S3 credentials")
+        if set(CREDENTIAL_ENV) & set(self.worker_env):
+            raise ValueError(f"worker_env must not set {', '.join(CREDENTIAL_ENV)}: pods get scoped credentials")
+        run_id = context.run.run_id
+        run_prefix = pipes_prefix(backend.prefix, run_id)
+        model = context.partition_key if context.has_partition_key else None
+        scope = run_scope(backend.bucket, backend.prefix, model, extras, run_prefix)
+        region = storage.region or backend.client.meta.region_name
+        seconds = credential_seconds(budget_s + self.closing_grace_seconds)
+        credentials = assume_pod_role(role_arn, scope, seconds, run_id, region)
+        context.log.info(f"pod credentials: a {seconds} s session of {role_arn} for {', '.join(scope.writes)}")
+        injector = PipesS3ContextInjector(bucket=backend.bucket, client=backend.client, key_prefix=run_prefix)
+        reader = DrainingS3MessageReader(
+            bucket=backend.bucket, client=backend.client, interval=self.pipes_poll_seconds, key_prefix=run_prefix
         )
-        reader = DrainingS3MessageReader(bucket=backend.bucket, client=backend.client, interval=self.pipes_poll_seconds)
         env = {
             "MODELCREW_PIPES_TRANSPORT": "s3",
             "MODELCREW_PIPES_FLUSH_SECONDS": f"{self.pipes_flush_seconds:g}",
-            "AWS_REGION": storage.region or backend.client.meta.region_name,
+            "AWS_REGION": region,
             **forwarded_env(AWS_ENV, os.environ),
+            **credentials,
             **self.worker_env,
         }
         return injector, reader, env
 
+    def api(self) -> RunPodGraphQL:
+        require_credential(self.api_key, API_KEY_ENV, "RunPod")
+        return RunPodGraphQL(self.graphql_url, self.api_key or "")
+
+    def account_pods(self) -> list[dict[str, Any]]:
+        """Every pod in the account (`myself { pods }`): id, name, desiredStatus."""
+        return (self.api().call(MY_PODS, {}, idempotent=True).get("myself") or {}).get("pods") or []
+
+    def terminate_pod(self, pod_id: str, timeout_s: float = 60) -> None:
+        RunPodPod(self.api(), pod_id, "", 0).terminate(timeout_s)
+
     def _launch(self, context, worker_args, env) -> RunPodPod:
-        api = RunPodGraphQL(self.graphql_url, self.api_key or "")
-        name = f"modelcrew-{context.run.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        api = self.api()
+        name = pod_name(context.run.run_id)
+        env = {**env, GRAPHQL_URL_ENV: self.graphql_url}
         base = {
             "cloudType": self.cloud_type,
             "gpuCount": 1,
@@ -177,9 +246,9 @@ class RunPodPodsResource(GpuExecutorResource):
                 _terminate_by_name(api, name)
                 raise
             except ApiError as error:
-                if NO_CAPACITY not in str(error).lower():
+                if not any(message in str(error).lower() for message in NO_CAPACITY):
                     raise
-                context.log.warning(f"RunPod has no {gpu_type} available; trying the next GPU type")
+                context.log.warning(f"RunPod has no {gpu_type} available ({error}); trying the next GPU type")
                 tried.append(gpu_type)
                 continue
             pod = data["podFindAndDeployOnDemand"]
