@@ -62,9 +62,10 @@ class Deployment:
     daemon_log: Path
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300, check=True
-        )
+        done = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        # A failed CLI call must say why in the test report, not only its exit status.
+        assert done.returncode == 0, f"{' '.join(args[1:])} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        return done
 
     def instance(self) -> dg.DagsterInstance:
         os.environ["DAGSTER_HOME"] = str(self.home)

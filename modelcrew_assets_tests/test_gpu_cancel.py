@@ -2,11 +2,13 @@
 containers and bills until the pod is terminated: Ctrl-C and SIGTERM of `dagster asset materialize`
 (multiprocess executor: the step process gets SIGINT twice, the second one during the cleanup), the UI's
 terminate (GraphQL terminateRun -> run launcher -> gRPC cancel -> SIGINT in the run worker), and a run
-worker killed with SIGKILL, which only the pod sweeper can clean up."""
+worker killed with SIGKILL, which only the pod sweeper can clean up: by its run's status when the code server
+lived to mark the run failed, by its stale liveness tag when nothing did."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 from dagster_graphql.client.client_queries import TERMINATE_RUN_JOB_MUTATION
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql, materialize_assets
 
-from modelcrew_assets.gpu_sweeper.sensors import build_gpu_pod_sweeper
+from modelcrew_assets.gpu_sweeper.sensors import build_gpu_pod_sweeper, gpu_pod_sweeper
 from modelcrew_assets.resources.gpu.executor import GPU_ALIVE_TAG
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
 from modelcrew_assets_tests.test_lora_checkpoints import MODEL, runpod, seed_dataset
@@ -60,6 +62,17 @@ def wait_for_training(fake: FakeRunPod, seconds: float = 120) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("no pod was created")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def assert_pod_gone(fake: FakeRunPod, since: float, record_property, what: str) -> None:
@@ -129,3 +142,32 @@ def test_run_worker_killed_with_sigkill_leaves_the_pod_to_the_sweeper(home, fake
     assert isinstance(result, dg.SkipReason) and f"terminated RunPod pod {pod.id}" in result.skip_message
     assert_pod_gone(fake_runpod, killed, record_property, "sigkill")
     assert API_KEY not in result.skip_message
+
+
+def test_run_worker_killed_under_the_code_server_has_its_pod_swept_at_the_next_tick(home, fake_runpod, record_property):
+    """The DefaultRunLauncher's code server marks a run whose worker process died as failed, so the default
+    sweeper (no short stale threshold) ends its pod at its next tick."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        with define_out_of_process_context(str(DEFS), "defs", instance) as context:
+            [launched] = materialize_assets(context, [dg.AssetKey("lora_checkpoints")], partition_keys=[MODEL])
+            run_id = launched.data["launchPipelineExecution"]["run"]["runId"]
+            wait_for_training(fake_runpod, seconds=60)
+            logged = " ".join(entry.user_message for entry in instance.all_logs(run_id))
+            run_worker = int(re.search(r"multiprocess executor: parent process \(pid: (\d+)\)", logged).group(1))
+            orphans = children_of(run_worker)  # its step process, which an OOM kill of the run worker spares
+            killed = time.monotonic()
+            os.kill(run_worker, signal.SIGKILL)
+            try:
+                deadline = time.monotonic() + 10
+                while not instance.get_run_by_id(run_id).is_finished and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+                record_property("sigkill_to_run_failed_seconds", round(time.monotonic() - killed, 2))
+                sweep = dg.build_sensor_context(instance=instance, resources={"gpu": runpod(fake_runpod)})
+                result = gpu_pod_sweeper(sweep)
+            finally:
+                for pid in orphans:  # would otherwise retry its terminate against the stopped fake for 90 s
+                    os.kill(pid, signal.SIGKILL)
+    pod = fake_runpod.only_pod()
+    assert f"terminated RunPod pod {pod.id} ({pod.name}): its run is FAILURE" in result.skip_message
+    assert_pod_gone(fake_runpod, killed, record_property, "code_server_sigkill")

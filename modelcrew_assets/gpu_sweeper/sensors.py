@@ -14,12 +14,20 @@ import time
 
 import dagster as dg
 
-from modelcrew_assets.resources.gpu import GpuExecutorResource, RunPodPodsResource
+from modelcrew_assets.resources.gpu import GpuExecutorResource, PodTerminationError, RunPodPodsResource
 from modelcrew_assets.resources.gpu.executor import GPU_ALIVE_TAG
 from modelcrew_assets.resources.gpu.runpod_pods import run_id_of_pod
 
 SWEEP_INTERVAL_SECONDS = 60
-STALE_AFTER_SECONDS = 600  # well past the executor's tag refresh (liveness_tag_seconds, default 30)
+# A STARTED run whose liveness tag is older than this has lost its run worker. Only needed when nothing
+# marks the run failed: with the DefaultRunLauncher the code server does that within a second of its run
+# worker dying (the pod then goes at the next tick as a finished run's), but run monitoring cannot check
+# that launcher's workers (no check_run_worker_health), so a run killed together with its code server, or
+# a `dagster asset materialize` killed outright, stays STARTED for ever. A healthy step refreshes the tag
+# every 30 s (liveness_tag_seconds) plus one state poll (poll_seconds 10 and the RunPod call), so 180 s
+# is six refresh periods: it tolerates a failed tag write and a slow poll, and bounds the waste after such
+# a kill to 180 s + one interval (4 minutes with the defaults).
+STALE_AFTER_SECONDS = 180
 
 
 def why_end(run: dg.DagsterRun | None, now: float, stale_after_seconds: float) -> str | None:
@@ -36,9 +44,10 @@ def why_end(run: dg.DagsterRun | None, now: float, stale_after_seconds: float) -
 
 def sweep(
     instance: dg.DagsterInstance, gpu: RunPodPodsResource, log, stale_after_seconds: float
-) -> tuple[list[str], int]:
-    """Terminate the platform's pods that nothing will end; returns (what was done, pods left running)."""
-    done, kept = [], 0
+) -> tuple[list[str], int, list[str]]:
+    """Terminate the platform's pods that nothing will end; returns (what was done, pods left running,
+    terminations that failed). One pod RunPod will not terminate does not keep the others billing."""
+    done, kept, failed = [], 0, []
     now = time.time()
     for pod in gpu.account_pods():
         run_id = run_id_of_pod(pod.get("name"))
@@ -48,10 +57,15 @@ def sweep(
         if reason is None:
             kept += 1
             continue
-        gpu.terminate_pod(pod["id"])
+        try:
+            gpu.terminate_pod(pod["id"])
+        except PodTerminationError as error:
+            failed.append(f"{error} (to end because {reason})")
+            log.error(failed[-1])
+            continue
         done.append(f"terminated RunPod pod {pod['id']} ({pod.get('name')}): {reason}")
         log.warning(done[-1])
-    return done, kept
+    return done, kept, failed
 
 
 def build_gpu_pod_sweeper(
@@ -68,7 +82,9 @@ def build_gpu_pod_sweeper(
             return dg.SkipReason(f"the GPU executor is {gpu.backend_name}, not RunPod: no pods to sweep")
         if not gpu.api_key:
             return dg.SkipReason("RUNPOD_API_KEY is not set: no RunPod account to sweep")
-        done, kept = sweep(context.instance, gpu, context.log, stale_after_seconds)
+        done, kept, failed = sweep(context.instance, gpu, context.log, stale_after_seconds)
+        if failed:  # a failed tick shows in the UI; the next one tries again
+            raise PodTerminationError("; ".join(failed))
         if not done:
             return dg.SkipReason(f"nothing to sweep ({kept} pod(s) in use)")
         return dg.SkipReason("; ".join([*done, f"{kept} pod(s) still in use"]))

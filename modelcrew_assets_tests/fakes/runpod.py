@@ -79,6 +79,10 @@ class FakeRunPod:
     containers_started: int = 0
     # RunPod takes the pod back (host failure, reclaimed machine) the first time this says so.
     lose_pod_when: Callable[[], bool] | None = None
+    # While set and not yet released, a deploy's answer is held back after its pod exists (listed, billing):
+    # the moment between RunPod making a pod and the orchestrator hearing of it.
+    hold_deploy_answer: threading.Event | None = None
+    refuse_terminate: set[str] = field(default_factory=set)  # pod ids whose podTerminate RunPod fails
     pods: dict[str, FakePod] = field(default_factory=dict)
     deploy_attempts: list[str] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
@@ -107,6 +111,11 @@ class FakeRunPod:
         """A pod someone made by hand in the same account (a notebook, another tool)."""
         return self._create(name, "NVIDIA GeForce RTX 4090", {}, [sys.executable, "-c", "import time; time.sleep(600)"])
 
+    def add_idle_pod(self, name: str) -> FakePod:
+        """A running pod whose container only waits, e.g. one left behind by a run worker that died."""
+        with self.lock:
+            return self.add_foreign_pod(name)
+
     def handle(self, query: str, variables: dict, key: str) -> dict:
         pod_scoped = key != API_KEY
         owner = next((p for p in self.pods.values() if p.api_key == key), None)
@@ -114,6 +123,8 @@ class FakeRunPod:
             return {"errors": [{"message": "You are not authorized to perform this action on this pod."}]}
         if "podFindAndDeployOnDemand" in query:
             return self._deploy(variables["input"])
+        if "podTerminate" in query and variables.get("podId") in self.refuse_terminate:
+            return {"errors": [{"message": "Something went wrong. Please try again later or contact support."}]}
         if "podTerminate" in query:
             pod = self.pods.get(variables["podId"])
             if pod is not None and pod.terminated is None:
@@ -255,6 +266,8 @@ def _handler(fake: FakeRunPod) -> type[BaseHTTPRequestHandler]:
                     return self._answer(401, {"errors": [{"message": "unauthorized"}]})
                 fake.requests.append(body)
                 answer = fake.handle(body["query"], body.get("variables") or {}, key)
+            if fake.hold_deploy_answer is not None and "podFindAndDeployOnDemand" in body["query"]:
+                fake.hold_deploy_answer.wait(timeout=60)
             self._answer(200, answer)
 
         def _answer(self, status: int, payload: dict) -> None:

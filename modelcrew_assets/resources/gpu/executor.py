@@ -193,6 +193,9 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
                     HEARTBEAT_ENV: f"{self.heartbeat_seconds:g}",
                 }
                 with self._terminating(context, state):
+                    # Before the machine exists: the run may carry an old tag (an earlier GPU step, or its
+                    # parent run: run retries copy tags) that would let the sweeper end the new machine.
+                    self._mark_alive(context)
                     with interrupts_held(reraise=True):  # a pod that exists is always recorded
                         state["handle"] = self._launch(context, worker_args, env)
                         state["started"] = time.monotonic()
@@ -287,7 +290,7 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
 
     def _mark_alive(self, context: dg.AssetExecutionContext) -> None:
         try:
-            context.instance.add_run_tags(context.run_id, {GPU_ALIVE_TAG: f"{time.time():.0f}"})
+            context.instance.add_run_tags(context.run.run_id, {GPU_ALIVE_TAG: f"{time.time():.0f}"})
         except Exception:  # a busy instance must not end the GPU work; the sweeper waits longer then
             context.log.warning(f"could not refresh {GPU_ALIVE_TAG}:\n{traceback.format_exc(limit=2)}")
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import httpx
-from dagster import get_dagster_logger
+from dagster import DagsterExecutionInterruptedError, get_dagster_logger
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 from pydantic import Field
 
@@ -115,11 +115,25 @@ class RunPodGraphQL:
                 body = {"query": query, "variables": variables}
                 return await api.call("POST", url.raw_path.decode(), json=body, idempotent=idempotent)
 
-        answer = asyncio.run(asyncio.wait_for(send(), timeout_s))
+        answer = _run_surfacing_interrupts(asyncio.wait_for(send(), timeout_s))
         if answer.get("errors"):
             message = "; ".join(str(error.get("message")) for error in answer["errors"])
             raise ApiError(f"RunPod GraphQL: {message}")
         return answer.get("data") or {}
+
+
+def _run_surfacing_interrupts(coroutine: Any) -> Any:
+    """A cancel that lands while anyio is connecting arrives wrapped in an exception group; Dagster (and
+    the executor's cleanup) must see the interrupt itself to treat the step as cancelled."""
+    try:
+        return asyncio.run(coroutine)
+    except BaseExceptionGroup as group:
+        interrupts = group.subgroup(lambda e: isinstance(e, (KeyboardInterrupt, DagsterExecutionInterruptedError)))
+        if interrupts is None:
+            raise
+        while isinstance(interrupts, BaseExceptionGroup):
+            interrupts = interrupts.exceptions[0]
+        raise interrupts from group
 
 
 class RunPodPod(WorkerHandle):
