@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import tempfile
 import time
@@ -229,7 +230,8 @@ def _run_trainer(command: list[str], reporter: Reporter, recipe: Recipe) -> Trai
         return TrainerOutcome(process.wait(), tail, loss, batches)
     finally:
         if process.poll() is None:
-            process.kill()
+            # The trainer leads its own session: `accelerate launch` leaves its training child behind otherwise.
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,14 +18,17 @@ from modelcrew_assets.resources.gpu.executor import GpuExecutorResource, WorkerH
 from modelcrew_assets.resources.storage import StorageResource
 
 STAND_IN_LAUNCH = f"{sys.executable} -m modelcrew_assets.worker.stand_in_trainer"
+# Set in the worker's environment, one value per launch; every process below it inherits it.
+TREE_TOKEN_ENV = "MODELCREW_WORKER_TREE"
 
 
 class LocalProcess(WorkerHandle):
-    def __init__(self, process: subprocess.Popen, gpu_type: str):
+    def __init__(self, process: subprocess.Popen, gpu_type: str, tree_token: str):
         self.process = process
         self.job_id = f"pid-{process.pid}"
         self.gpu_type = gpu_type
         self.cost_per_hour = 0.0
+        self.tree_token = tree_token
 
     def exited(self) -> str | None:
         code = self.process.poll()
@@ -31,18 +36,18 @@ class LocalProcess(WorkerHandle):
 
     def terminate(self, timeout_s: float | None = None) -> None:
         """SIGTERM to the worker's process group (the worker then kills its trainer, which runs in a
-        session of its own), SIGKILL after a grace period, then any descendant still alive."""
-        if self.process.poll() is not None:
-            return
-        descendants = _descendants(self.process.pid)
-        _signal_group(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=min(10, timeout_s or 10))
-        except subprocess.TimeoutExpired:
-            _signal_group(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        for pid in descendants:  # a trainer whose worker died before it could end it
-            _signal_group(pid, signal.SIGKILL)
+        session of its own), SIGKILL after a grace period, then every process of its tree still alive.
+        The last part runs even when the worker is already gone: a worker killed outright (OOM) leaves
+        its trainer running, and `accelerate launch` leaves its training process when it is killed."""
+        grace = min(10.0, timeout_s or 10.0)
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        _kill_tree(self.tree_token, grace)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -53,21 +58,29 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             pass
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (Linux); elsewhere the process group has to do."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def _tree(token: str) -> list[int]:
+    """Live processes that inherited the worker's tree token, whatever their session or parent now
+    (orphans are re-parented); from /proc (Linux), elsewhere none and the process group has to do."""
+    needle = f"{TREE_TOKEN_ENV}={token}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            carries = needle in (proc / "environ").read_bytes().split(b"\0")
+            if carries and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not a zombie
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or another user's
             continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
     return found
+
+
+def _kill_tree(token: str, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while left := _tree(token):
+        for pid in left:
+            _signal_group(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 class LocalGpuResource(GpuExecutorResource):
@@ -90,10 +103,11 @@ class LocalGpuResource(GpuExecutorResource):
     def _launch(self, context, worker_args, env) -> LocalProcess:
         launch = STAND_IN_LAUNCH if self.dry_run else self.trainer_launch
         extra = {"MODELCREW_TRAINER_LAUNCH": launch} if launch else {}
+        token = uuid.uuid4().hex
         process = subprocess.Popen(
             [self.python, "-m", "modelcrew_assets.worker", *worker_args],
-            env={**os.environ, **env, **extra},
+            env={**os.environ, **env, **extra, TREE_TOKEN_ENV: token},
             start_new_session=True,
         )
         context.log.info(f"local worker started (pid {process.pid}): worker {' '.join(worker_args)}")
-        return LocalProcess(process, self.gpu_type)
+        return LocalProcess(process, self.gpu_type, token)

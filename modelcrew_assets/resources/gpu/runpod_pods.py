@@ -96,6 +96,10 @@ class PodTerminationError(RuntimeError):
     """A pod could not be confirmed terminated: it may still be billing."""
 
 
+# A hung API must not stall the liveness tag the sweeper reads (refreshed every 30 s, stale at 180 s).
+POLL_TIMEOUT_SECONDS = 30
+
+
 class RunPodGraphQL:
     def __init__(self, url: str, api_key: str):
         self.url = url
@@ -147,7 +151,7 @@ class RunPodPod(WorkerHandle):
         self.log = get_dagster_logger()
 
     def exited(self) -> str | None:
-        pod = self.api.call(POD, {"podId": self.job_id}, idempotent=True).get("pod")
+        pod = self.api.call(POD, {"podId": self.job_id}, idempotent=True, timeout_s=POLL_TIMEOUT_SECONDS).get("pod")
         status = (pod or {}).get("desiredStatus", "TERMINATED")
         if status != self.last_status:
             uptime = ((pod or {}).get("runtime") or {}).get("uptimeInSeconds")
