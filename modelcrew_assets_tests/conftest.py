@@ -16,6 +16,7 @@ from modelcrew_assets_tests.fakes.aws_env import use_test_aws_environment
 # Fakes register their fixtures here, one module each.
 pytest_plugins = [
     "modelcrew_assets_tests.fakes.s3",
+    "modelcrew_assets_tests.fakes.sqs",
     "modelcrew_assets_tests.fakes.runpod",
     "modelcrew_assets_tests.fakes.webhook",
     "modelcrew_assets_tests.fakes.maxstudio",

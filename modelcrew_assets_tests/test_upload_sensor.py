@@ -1,10 +1,14 @@
 import dagster as dg
+import pytest
 
 from modelcrew_assets.definitions import defs
 from modelcrew_assets.intake.sensors import model_uploads_sensor
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.storage_keys import targets_prefix
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, target_variants, upload_model
+
+# Every guarantee holds on local disk, on S3 by listing, and on S3 with its event notifications in SQS.
+pytestmark = pytest.mark.parametrize("storage", ["local", "s3", "s3_queue"], indirect=True)
 
 
 def tick(instance, storage, cursor=None):

@@ -1,12 +1,16 @@
 """The upload sensor and uploads/<model>.zip: unpack once per zip version, then the usual partition + run."""
 
 import dagster as dg
+import pytest
 
 from modelcrew_assets.definitions import defs
 from modelcrew_assets.intake.sensors import model_uploads_sensor
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets_tests.builders import jpeg_bytes, target_variants
 from modelcrew_assets_tests.test_zip_intake import make_zip, model_entries
+
+# The zip guarantees on local disk, on S3 by listing, and on S3 with its event notifications in SQS.
+all_storages = pytest.mark.parametrize("storage", ["local", "s3", "s3_queue"], indirect=True)
 
 
 def tick(instance, storage, cursor=None):
@@ -23,6 +27,7 @@ def keys(storage):
     return sorted(obj.key for obj in storage.list("uploads/"))
 
 
+@all_storages
 def test_zip_gives_partition_and_one_run_with_the_upload_layout(instance, storage, astronaut):
     zipped = make_zip(model_entries(astronaut, targets=2))
     storage.put_bytes("uploads/blondie.zip", zipped)
@@ -52,6 +57,7 @@ def test_zip_gives_partition_and_one_run_with_the_upload_layout(instance, storag
     assert not tick(instance, storage, more.cursor).run_requests
 
 
+@all_storages
 def test_bad_zip_names_the_entry_once_and_writes_nothing(instance, storage, astronaut):
     entries = model_entries(astronaut)
     entries["../escape.jpg"] = jpeg_bytes(astronaut)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import dagster as dg
+from botocore.exceptions import BotoCoreError, ClientError
 
 from modelcrew_assets.intake.assets import model_pipeline_job, model_uploads
 from modelcrew_assets.intake.upload import UploadError
+from modelcrew_assets.intake.upload_events import UploadEventQueue, UploadEvents, UploadQueueSettings
 from modelcrew_assets.intake.upload_scan import ModelUploads, group_uploads, is_junk_name
 from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, unpack_model_zip
 from modelcrew_assets.handoffs import read_model_spec
@@ -16,6 +19,7 @@ from modelcrew_assets.manifest import ManifestError, ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.resources.storage_backends import StoredObject
+from modelcrew_assets.settings import UPLOAD_QUEUE_URL_ENV
 from modelcrew_assets.storage_keys import MODEL_SLUG, UPLOADS, manifest_key, upload_prefix
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -30,17 +34,34 @@ class UploadsCursor:
     invalid_folders: list[str] = field(default_factory=list)
     # uploads/<model>.zip key -> etag once unpacked, "etag|manifest etag" when refused: read once per version.
     zips: dict[str, str] = field(default_factory=dict)
+    # When uploads/ was last listed in full (epoch seconds); with a queue, the reconciliation is due from it.
+    listed_at: float = 0.0
+    # Receipt handles of the queue messages this tick took: the next tick, which reads this cursor and so
+    # knows the result is stored, deletes them. A failed tick leaves them to come back after the timeout.
+    received: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, raw: str | None) -> UploadsCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(data.get("fingerprints", {}), data.get("invalid_folders", []), data.get("zips", {}))
+        return cls(
+            data.get("fingerprints", {}),
+            data.get("invalid_folders", []),
+            data.get("zips", {}),
+            data.get("listed_at", 0.0),
+            data.get("received", []),
+        )
 
     def serialize(self) -> str:
         return json.dumps(
-            {"fingerprints": self.fingerprints, "invalid_folders": self.invalid_folders, "zips": self.zips},
+            {
+                "fingerprints": self.fingerprints,
+                "invalid_folders": self.invalid_folders,
+                "zips": self.zips,
+                "listed_at": self.listed_at,
+                "received": self.received,
+            },
             sort_keys=True,
         )
 
@@ -83,9 +104,13 @@ def model_uploads_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     cursor = UploadsCursor.parse(context.cursor)
     problems: list[str] = []
-    objects = list(storage.list(f"{UPLOADS}/"))
+    events = upload_events_for_tick(context, storage, cursor)
+    scope = None if events is None else events.names
+    if scope is None:
+        cursor.listed_at = time.time()
+    objects = upload_objects(storage, scope)
     if unpack_new_zips(context, storage, objects, cursor, problems):
-        objects = list(storage.list(f"{UPLOADS}/"))
+        objects = upload_objects(storage, scope)
     listing = group_uploads(objects)
     known_partitions = set(context.instance.get_dynamic_partitions(models_partitions.name))
 
@@ -127,7 +152,10 @@ def model_uploads_sensor(
     for problem in problems:
         context.log.warning(problem)
     if not run_requests:
-        reason = "; ".join(problems) or f"no new or changed uploads ({len(listing.models)} models checked)"
+        checked = f"{len(listing.models)} models checked"
+        if events is not None:
+            checked += f", named by {len(events.receipts)} upload events"
+        reason = "; ".join(problems) or f"no new or changed uploads ({checked})"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor.serialize())
     return dg.SensorResult(
         run_requests=run_requests,
@@ -175,3 +203,56 @@ def unpack_new_zips(
         )
         wrote = wrote or bool(report.uploaded)
     return wrote
+
+
+def upload_events_for_tick(
+    context: dg.SensorEvaluationContext, storage: StorageResource, cursor: UploadsCursor
+) -> UploadEvents | None:
+    """This tick's uploads/ events from the queue, or None when the tick lists uploads/ in full: no queue,
+    local storage, the queue unreachable, or the periodic reconciliation due (so a lost event loses nothing)."""
+    settings = UploadQueueSettings.from_env()
+    received, cursor.received = cursor.received, []
+    if settings is None:
+        return None
+    if storage.is_local:
+        context.log.warning(
+            f"{UPLOAD_QUEUE_URL_ENV} is set but storage is local: S3 events cannot describe local files, "
+            f"so the sensor lists {UPLOADS}/ every tick; unset it, or use s3:// storage"
+        )
+        return None
+    queue = UploadEventQueue(settings, storage.region)
+    try:
+        # The cursor we were handed is stored, so the tick that received these has its result safe.
+        failures = queue.delete(received)
+        events = queue.receive(storage.key_of_s3_object)
+    except (BotoCoreError, ClientError) as error:
+        context.log.warning(
+            f"upload queue {settings.queue_url}: {error}; listing all of {UPLOADS}/ this tick instead"
+        )
+        return None
+    if failures:
+        context.log.info(
+            f"{len(failures)} upload events could not be deleted ({', '.join(sorted(set(failures)))}); they "
+            "come back after the visibility timeout and start nothing new"
+        )
+    for line in events.test_events:
+        context.log.info(line)
+    for line in events.malformed:
+        context.log.warning(line)
+    cursor.received = list(events.receipts)
+    if time.time() - cursor.listed_at >= settings.reconcile_seconds:
+        return None
+    return events
+
+
+def upload_objects(storage: StorageResource, names: frozenset[str] | None) -> list[StoredObject]:
+    """Every object under uploads/ (names None), or just uploads/<name>/ and uploads/<name>.zip for each name."""
+    if names is None:
+        return list(storage.list(f"{UPLOADS}/"))
+    objects: list[StoredObject] = []
+    for name in sorted(names):
+        objects += storage.list(upload_prefix(name))
+        zipped = storage.head(f"{UPLOADS}/{name}.zip")
+        if zipped is not None:
+            objects.append(zipped)
+    return objects

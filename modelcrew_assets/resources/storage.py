@@ -92,6 +92,14 @@ class StorageResource(dg.ConfigurableResource):
     def uri(self, key: str) -> str:
         return self.backend.uri(validate_key(key))
 
+    def key_of_s3_object(self, bucket: str, object_key: str) -> str | None:
+        """The storage key of an object named as S3 names it (bucket and full key, as in an event
+        notification); None when it lies outside this storage (another bucket or prefix, or local storage)."""
+        backend = self.backend
+        if not isinstance(backend, S3Backend) or bucket != backend.bucket or not object_key.startswith(backend.prefix):
+            return None
+        return object_key[len(backend.prefix) :] or None
+
 
 def _make_backend(url: str, region: str | None, endpoint_url: str | None) -> StorageBackend:
     if url.startswith("file://"):

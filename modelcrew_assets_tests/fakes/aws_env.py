@@ -12,5 +12,12 @@ def use_test_aws_environment() -> None:
         AWS_DEFAULT_REGION=TEST_REGION,
         AWS_EC2_METADATA_DISABLED="true",
     )
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL_SQS",
+        "MODELCREW_UPLOAD_QUEUE_URL",
+    ):
         os.environ.pop(name, None)
