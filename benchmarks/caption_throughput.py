@@ -11,8 +11,8 @@ import sys
 import tempfile
 import time
 
-from skimage import data
 from PIL import Image
+from skimage import data
 
 from modelcrew_assets.captions.generate import build_captions
 from modelcrew_assets.captions.prompt import LIKENESS_PROMPT

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from benchmarks import haar_lbp_stack
 from PIL import Image
 
-from benchmarks import haar_lbp_stack
 from modelcrew_assets.checkpoint_evaluations.selection import IDENTITY_THRESHOLDS
 from modelcrew_assets.face_detection import detect, prominent_faces
 from modelcrew_assets.face_models import resnet_descriptor
@@ -79,15 +79,21 @@ def equal_error(same: np.ndarray, different: np.ndarray) -> tuple[float, float]:
 def separation(stack: Stack, faces: np.ndarray) -> dict[str, str]:
     embedded = [[stack.embed(v) for v in photographed_again(lfw_photo(face), VARIANTS)] for face in faces]
     found = np.mean([vector is not None for group in embedded for vector in group])
-    same = np.array([a @ b for group in embedded for a, b in itertools.combinations(group, 2) if a is not None and b is not None])
-    pairs = [(i, j) for i, j in itertools.combinations(range(len(faces)), 2) if embedded[i][0] is not None and embedded[j][1] is not None]
+    same = np.array(
+        [a @ b for group in embedded for a, b in itertools.combinations(group, 2) if a is not None and b is not None]
+    )
+    pairs = [
+        (i, j)
+        for i, j in itertools.combinations(range(len(faces)), 2)
+        if embedded[i][0] is not None and embedded[j][1] is not None
+    ]
     different = np.array([embedded[i][0] @ embedded[j][1] for i, j in pairs])
 
     def identity(cosine):
         return (cosine - stack.baseline) / (1 - stack.baseline)
 
     threshold, error = equal_error(same, different)
-    top = sorted(zip(different, pairs), reverse=True)[:5]
+    top = sorted(zip(different, pairs, strict=True), reverse=True)[:5]
     row = {
         "LFW faces found (of 400 photos)": f"{found:.0%}",
         "ROC AUC, same photo vs different people": f"{auc(same, different):.4f}",
@@ -144,7 +150,9 @@ def dlib_radius_as_identity(faces: np.ndarray, baseline: float) -> str:
             lengths.append(np.linalg.norm(resnet_descriptor().compute_face_descriptor(found.pixels, found.faces[0])))
     length = float(np.mean(lengths))
     cosine = 1 - 0.6**2 / (2 * length**2)
-    return f"{(cosine - baseline) / (1 - baseline):.3f} (cosine {cosine:.3f}; L = {length:.3f} +- {np.std(lengths):.3f})"
+    return (
+        f"{(cosine - baseline) / (1 - baseline):.3f} (cosine {cosine:.3f}; L = {length:.3f} +- {np.std(lengths):.3f})"
+    )
 
 
 def main() -> None:

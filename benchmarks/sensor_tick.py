@@ -46,7 +46,9 @@ def populate(client, bucket: str, total_keys: int) -> list[str]:
 
 
 def timed_tick(instance, storage, cursor):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs
+    )
     start = time.perf_counter()
     result = model_uploads_sensor(context)
     return time.perf_counter() - start, result

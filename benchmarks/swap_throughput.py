@@ -31,7 +31,6 @@ from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import upload_prefix
 from modelcrew_assets.swapped_faces.flow import SwapRun, swap_all
 from modelcrew_assets.swapped_faces.inputs import SwapOptions, load_inputs
-from modelcrew_assets.swapped_faces.providers import MaxStudioProvider
 from modelcrew_assets_tests.builders import upload_model
 from modelcrew_assets_tests.fakes.aws_env import TEST_REGION, use_test_aws_environment
 from modelcrew_assets_tests.fakes.maxstudio import TEST_KEY, FakeMaxStudio
@@ -81,8 +80,7 @@ def swap_model(storage: StorageResource, base_url: str, model: str) -> tuple[flo
     resource = MaxStudioResource(api_key=TEST_KEY, base_url=base_url, max_concurrency=CONCURRENCY)
 
     async def run() -> list:
-        async with resource.client() as client:
-            provider = MaxStudioProvider(client, storage)
+        async with resource.swaps(storage, inputs.face) as provider:
             return await swap_all(SwapRun(model, inputs, options, CONCURRENCY), provider, storage)
 
     started = time.monotonic()

@@ -10,15 +10,15 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 import dagster as dg
 
-from modelcrew_assets.intake.upload import SourceFile, UploadError, UploadReport, UploadRequest, upload
+from modelcrew_assets.intake.upload import SourceFile, UploadError, UploadReport, UploadRequest, plan_upload, upload
 from modelcrew_assets.intake.upload_scan import group_uploads, is_junk_name
-from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, unpack_model_zip
+from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, read_model_zip, unpack_model_zip
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import DEFAULT_STORAGE_URL, StorageResource
 from modelcrew_assets.settings import STORAGE_URL_ENV
@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list models: partition, uploads, last run and materializations")
     models.set_defaults(handler=_models_command)
+
+    download = commands.add_parser(
+        "download", help="write a model's chosen LoRA (or --step N) as <model>-<step>.safetensors, with a sidecar"
+    )
+    download.add_argument("model", help="model slug")
+    download.add_argument("--step", type=int, help="a given training step instead of the chosen checkpoint")
+    download.add_argument("--out", type=Path, default=Path("."), help="folder to write into (default: here)")
+    download.set_defaults(handler=_download_command)
     return parser
 
 
@@ -179,6 +187,22 @@ def _models_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _download_command(args: argparse.Namespace) -> int:
+    # Imported here: the stage package loads its Dagster definitions, which other commands do not need.
+    from modelcrew_assets.checkpoint_evaluations.download import CheckpointNotFoundError, download_checkpoint
+    from modelcrew_assets.handoffs import MissingUpstreamError
+
+    try:
+        lora = download_checkpoint(storage_from_env(), args.model, args.out, args.step)
+    except (CheckpointNotFoundError, MissingUpstreamError) as error:
+        raise CliInputError(str(error)) from None
+    which = "the chosen checkpoint" if lora.chosen else "the checkpoint asked for"
+    print(f"{lora.weights}: {which}, step {lora.step}; trigger word and weight in {lora.sidecar}")
+    if lora.dry_run:
+        print("note: this LoRA comes from a dry run (a stand-in file); no generator can load it")
+    return EXIT_OK
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     model: str
@@ -206,13 +230,24 @@ def model_statuses(instance: dg.DagsterInstance, storage: StorageResource, defs:
         if model not in partitions and found is not None and found.missing:
             state += f" (waiting for {', '.join(found.missing)})"
         elif model not in partitions and found is None:
-            state += f" ({UPLOADS}/{model}.zip not unpacked yet)"
+            state += f" ({_zip_state(storage, model)})"
         assets = tuple(
             (key.to_user_string(), _last_event(instance, key, model, graph.get(key).is_materializable))
             for key in graph.toposorted_asset_keys
         )
         statuses.append(ModelStatus(model, state, _last_run(instance, model), assets))
     return statuses
+
+
+def _zip_state(storage: StorageResource, model: str) -> str:
+    """Why uploads/<model>.zip has no folder yet: the sensor refuses it (the same checks, run here without
+    writing anything) or has not reached it."""
+    key = f"{UPLOADS}/{model}.zip"
+    try:
+        plan_upload(storage, read_model_zip(storage.get_bytes(key), key, ZipLimits.from_env()).request(model))
+    except (ZipIntakeError, UploadError) as error:
+        return f"{key} refused: {error}"
+    return f"{key} not unpacked yet"
 
 
 def _instance() -> dg.DagsterInstance:
@@ -231,7 +266,7 @@ def _last_run(instance: dg.DagsterInstance, model: str) -> str:
     if not runs:
         return "none"
     record = instance.get_run_record_by_id(runs[0].run_id)
-    when = record.create_timestamp.astimezone(timezone.utc) if record else None
+    when = record.create_timestamp.astimezone(UTC) if record else None
     return f"{runs[0].status.value}" + (f" (started {when:%Y-%m-%d %H:%M} UTC)" if when else "")
 
 
@@ -243,4 +278,4 @@ def _last_event(instance: dg.DagsterInstance, key: dg.AssetKey, model: str, mate
         found, verb = instance.fetch_observations(records_filter, limit=1).records, "observed"
     if not found:
         return f"never {verb}"
-    return f"{verb} {datetime.fromtimestamp(found[0].timestamp, tz=timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    return f"{verb} {datetime.fromtimestamp(found[0].timestamp, tz=UTC):%Y-%m-%d %H:%M:%S} UTC"

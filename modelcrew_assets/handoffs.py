@@ -12,8 +12,9 @@ from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from modelcrew_assets import asset_names
 from modelcrew_assets.manifest import ManifestError, ModelSpec, parse_manifest
-from modelcrew_assets.resources.storage import PutResult, StorageResource
+from modelcrew_assets.object_store import PutResult, Storage
 from modelcrew_assets.storage_keys import asset_prefix, manifest_key
 
 
@@ -37,13 +38,13 @@ def index_key(model: str, asset_name: str) -> str:
     return asset_prefix(model, asset_name) + "index.json"
 
 
-def write_index(storage: StorageResource, index: StageIndex) -> PutResult:
+def write_index(storage: Storage, index: StageIndex) -> PutResult:
     return storage.put_bytes(
         index_key(index.model, index.ASSET), index.model_dump_json(indent=2).encode(), "application/json"
     )
 
 
-def read_index(storage: StorageResource, model: str, index_type: type[Index]) -> Index:
+def read_index(storage: Storage, model: str, index_type: type[Index]) -> Index:
     key = index_key(model, index_type.ASSET)
     try:
         raw = storage.get_bytes(key)
@@ -59,7 +60,7 @@ class MissingUpstreamError(RuntimeError):
     """A stage was asked to run before the stage it reads from."""
 
 
-def read_model_spec(storage: StorageResource, model: str) -> ModelSpec:
+def read_model_spec(storage: Storage, model: str) -> ModelSpec:
     """The model's validated manifest, which every stage reads; ManifestError names the file and field."""
     source = manifest_key(model)
     try:
@@ -82,7 +83,7 @@ class SwappedFace(Handoff):
 
 
 class SwappedFaces(StageIndex):
-    ASSET: ClassVar[str] = "swapped_faces"
+    ASSET: ClassVar[str] = asset_names.SWAPPED_FACES
     images: tuple[SwappedFace, ...]
 
 
@@ -95,13 +96,13 @@ class CaptionedImage(Handoff):
 
 
 class Captions(StageIndex):
-    ASSET: ClassVar[str] = "captions"
+    ASSET: ClassVar[str] = asset_names.CAPTIONS
     prompt_version: str
     items: tuple[CaptionedImage, ...]
 
 
 class KohyaDataset(StageIndex):
-    ASSET: ClassVar[str] = "kohya_dataset"
+    ASSET: ClassVar[str] = asset_names.KOHYA_DATASET
     version: str  # content hash of images + captions + layout settings
     zip_key: str  # models/<m>/kohya_dataset/<version>/dataset.zip
     config_key: str  # .../dataset.toml
@@ -120,7 +121,7 @@ class Checkpoint(Handoff):
 
 
 class LoraCheckpoints(StageIndex):
-    ASSET: ClassVar[str] = "lora_checkpoints"
+    ASSET: ClassVar[str] = asset_names.LORA_CHECKPOINTS
     run_id: str
     dataset_version: str
     base_model: str
@@ -141,7 +142,7 @@ class CheckpointScore(Handoff):
 
 
 class CheckpointEvaluations(StageIndex):
-    ASSET: ClassVar[str] = "checkpoint_evaluations"
+    ASSET: ClassVar[str] = asset_names.CHECKPOINT_EVALUATIONS
     run_id: str
     scores: tuple[CheckpointScore, ...]
     chosen: Checkpoint
@@ -181,7 +182,7 @@ class GeneratedImage(Handoff):
 
 
 class GeneratedBatch(StageIndex):
-    ASSET: ClassVar[str] = "generated_batches"
+    ASSET: ClassVar[str] = asset_names.GENERATED_BATCHES
     batch_id: str
     images: tuple[GeneratedImage, ...]
     planned: int = 0  # images the batch should have; more than len(images) when a cap stopped it
@@ -208,7 +209,7 @@ class RejectedImage(Handoff):
 
 
 class PlatformExports(StageIndex):
-    ASSET: ClassVar[str] = "platform_exports"
+    ASSET: ClassVar[str] = asset_names.PLATFORM_EXPORTS
     batch_id: str
     settings_fingerprint: str
     exports: tuple[PlatformExport, ...]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+from datetime import date
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -174,6 +176,75 @@ class ExportSection(_Section):
     jpeg_quality: int = Field(default=88, ge=60, le=100)
 
 
+SLOT_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+class PostingChannel(_Section):
+    """A Buffer channel: its id, or its service and name (resolved once through Buffer's channels query)."""
+
+    id: str | None = None
+    service: str | None = None  # e.g. "instagram", "tiktok"
+    name: str | None = None  # the channel's display name in Buffer
+
+    @model_validator(mode="after")
+    def _named(self) -> PostingChannel:
+        if not self.id and not (self.service and self.name):
+            raise ValueError(
+                'give the channel\'s id, or its service and name (e.g. {service = "instagram", name = "blondie"})'
+            )
+        return self
+
+
+class PostingSection(_Section):
+    """[posting]: which export platform goes to which Buffer channel, when, and as what."""
+
+    # Export platform ([export].platforms) -> its Buffer channel; platforms without one are not posted.
+    channels: dict[str, PostingChannel] = Field(default_factory=dict)
+    timezone: str = "UTC"  # the model's timezone: slot times are local times there
+    # Export platform -> daily slot times ("HH:MM", local); platforms not named get default_slots.
+    slots: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    default_slots: tuple[str, ...] = ("09:00", "18:30")
+    max_per_day: int = Field(default=2, ge=1, le=48)  # posts per platform per local day
+    start_date: date | None = None  # no post before this local day
+    mode: Literal["draft", "scheduled", "queue"] = "draft"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA timezone; use e.g. 'Europe/Berlin' or 'America/New_York'"
+            ) from None
+        return value
+
+    @field_validator("default_slots")
+    @classmethod
+    def _default_slot_times(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _slot_times(value)
+
+    @field_validator("slots")
+    @classmethod
+    def _slot_times_per_platform(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        checked = {}
+        for platform, times in value.items():
+            try:
+                checked[platform] = _slot_times(times)
+            except ValueError as error:
+                raise ValueError(f"{platform}: {error}") from None
+        return checked
+
+
+def _slot_times(times: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [time for time in times if not SLOT_TIME.fullmatch(time)]
+    if bad:
+        raise ValueError(f'slot times {bad} are not 24-hour HH:MM times such as "09:00" or "18:30"')
+    if not times:
+        raise ValueError("needs at least one slot time")
+    return tuple(sorted(set(times)))
+
+
 class ModelSpec(_Section):
     model: ModelSection
     consent: ConsentSection
@@ -181,6 +252,7 @@ class ModelSpec(_Section):
     training: TrainingSection = TrainingSection()
     generation: GenerationSection = GenerationSection()
     export: ExportSection = ExportSection()
+    posting: PostingSection = PostingSection()
 
     @property
     def name(self) -> str:
@@ -203,8 +275,7 @@ def parse_manifest(text: str, source: str, expected_name: str | None = None) -> 
         raise ManifestError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
     if expected_name is not None and spec.name != expected_name:
         raise ManifestError(
-            f"{source}: [model].name is {spec.name!r} but the upload folder is {expected_name!r}; "
-            "they must match"
+            f"{source}: [model].name is {spec.name!r} but the upload folder is {expected_name!r}; they must match"
         )
     return spec
 

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 DRY_RUN_ENV = "MODELCREW_DRY_RUN"
+GPU_EXECUTOR_ENV = "MODELCREW_GPU_EXECUTOR"  # "runpod" (default) or "local" (a studio's own GPU box)
 STORAGE_URL_ENV = "MODELCREW_STORAGE_URL"
 # S3 event notifications for uploads/ (deploy/s3-upload-events/): the queue the upload sensor drains.
 UPLOAD_QUEUE_URL_ENV = "MODELCREW_UPLOAD_QUEUE_URL"
@@ -20,7 +21,8 @@ class MissingCredentialError(RuntimeError):
 
 
 def dry_run_from_env() -> bool:
-    """Dry-run only when asked for explicitly (MODELCREW_DRY_RUN=1/true/yes); never implied."""
+    """Simulated providers only when asked for explicitly (MODELCREW_DRY_RUN=1/true/yes); never implied.
+    Read by resources/selection.py alone: nothing else decides between live and simulated."""
     return os.environ.get(DRY_RUN_ENV, "").strip().lower() in ("1", "true", "yes")
 
 

@@ -21,10 +21,11 @@ pytest_plugins = [
     "modelcrew_assets_tests.fakes.webhook",
     "modelcrew_assets_tests.fakes.maxstudio",
     "modelcrew_assets_tests.fakes.openai_compatible",
+    "modelcrew_assets_tests.fakes.buffer",
 ]
 
 use_test_aws_environment()
-for _credential in ("MAXSTUDIO_API_KEY", "CAPTION_API_KEY", "RUNPOD_API_KEY", "MODELCREW_DRY_RUN"):
+for _credential in ("MAXSTUDIO_API_KEY", "CAPTION_API_KEY", "RUNPOD_API_KEY", "BUFFER_API_KEY", "MODELCREW_DRY_RUN"):
     os.environ.pop(_credential, None)
 
 

@@ -14,7 +14,17 @@ from skimage import data
 
 # The astronaut's head and shoulders (her face spans about x 175-265, y 76-166 of the 512 px original).
 _HEAD_AND_SHOULDERS = (60, 0, 420, 360)
-_PHOTO_BACKGROUNDS = ("coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "grass", "gravel", "brick")
+_PHOTO_BACKGROUNDS = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "grass",
+    "gravel",
+    "brick",
+)
 _SPECKLE_GRAINS = (3, 6, 12)
 
 
@@ -47,7 +57,9 @@ def paste_person(background: Image.Image, height: int, x: int) -> Image.Image:
 def one_person_photos() -> list[tuple[str, Image.Image]]:
     """12 one-person photos: 3 speckle grains and 9 textured photos, square and 4:3, the person at
     different sizes and places."""
-    backgrounds = [(f"speckle-{grain}px", lambda size, grain=grain: speckle(size, grain, grain)) for grain in _SPECKLE_GRAINS]
+    backgrounds = [
+        (f"speckle-{grain}px", lambda size, grain=grain: speckle(size, grain, grain)) for grain in _SPECKLE_GRAINS
+    ]
     backgrounds += [(name, lambda size, name=name: photo_background(name, size)) for name in _PHOTO_BACKGROUNDS]
     photos = []
     for index, (name, make) in enumerate(backgrounds):
@@ -89,7 +101,9 @@ def photographed_again(image: Image.Image, count: int) -> list[Image.Image]:
     for index in range(count):
         width, height = image.size
         shift = 0.04 * (index % 3)
-        varied = image.crop((int(width * shift), int(height * shift / 2), int(width * (1 - shift * 0.7)), int(height * (1 - shift))))
+        varied = image.crop(
+            (int(width * shift), int(height * shift / 2), int(width * (1 - shift * 0.7)), int(height * (1 - shift)))
+        )
         if index % 2:
             varied = ImageOps.mirror(varied)
         varied = ImageEnhance.Brightness(varied).enhance(0.8 + 0.1 * (index % 5))

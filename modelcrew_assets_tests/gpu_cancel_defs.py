@@ -1,17 +1,19 @@
 """What the cancel tests run out of process (`dagster asset materialize -f`, a gRPC code server):
 lora_checkpoints on the fake RunPod, whose address and storage come from the environment, or with
-MODELCREW_GPU_EXECUTOR=local on the local executor as a deployment builds it (gpu_executor_from_env)."""
+MODELCREW_GPU_EXECUTOR=local on the local executor as a deployment builds it (resources/selection.py)."""
 
 import os
 
 import dagster as dg
 
 from modelcrew_assets.lora_checkpoints import lora_checkpoints
-from modelcrew_assets.resources.gpu import EXECUTOR_ENV, RunPodPodsResource, gpu_executor_from_env
+from modelcrew_assets.resources.gpu import RunPodPodsResource
+from modelcrew_assets.resources.selection import gpu_executor_from_env
 from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.settings import GPU_EXECUTOR_ENV
 from modelcrew_assets_tests.fakes.aws_env import TEST_REGION
 
-if os.environ.get(EXECUTOR_ENV) == "local":
+if os.environ.get(GPU_EXECUTOR_ENV) == "local":
     gpu = gpu_executor_from_env()
 else:
     gpu = RunPodPodsResource(
@@ -23,7 +25,9 @@ else:
 defs = dg.Definitions(
     assets=[lora_checkpoints],
     resources={
-        "storage": StorageResource(url=os.environ.get("MODELCREW_STORAGE_URL", "file:///nonexistent"), region=TEST_REGION),
+        "storage": StorageResource(
+            url=os.environ.get("MODELCREW_STORAGE_URL", "file:///nonexistent"), region=TEST_REGION
+        ),
         "gpu": gpu,
     },
 )

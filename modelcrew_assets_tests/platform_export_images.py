@@ -40,8 +40,14 @@ def rgb_icc_profile(red: tuple, green: tuple, blue: tuple, gamma: float = 2.2) -
     text = b"test RGB\0"
     desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
     tags = [
-        (b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(red)), (b"gXYZ", xyz(green)),
-        (b"bXYZ", xyz(blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+        (b"desc", desc),
+        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        (b"rXYZ", xyz(red)),
+        (b"gXYZ", xyz(green)),
+        (b"bXYZ", xyz(blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
     ]
     offset = 128 + 4 + 12 * len(tags)
     table, data = b"", b""
@@ -51,8 +57,16 @@ def rgb_icc_profile(red: tuple, green: tuple, blue: tuple, gamma: float = 2.2) -
         data += body
     size = offset + len(data)
     header = (
-        struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
-        + b"\0" * 24 + struct.pack(">I", 0) + xyz((0.9642, 1.0, 0.8249))[8:] + b"\0" * 48
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + xyz((0.9642, 1.0, 0.8249))[8:]
+        + b"\0" * 48
     )
     assert len(header) == 128, len(header)
     return header + struct.pack(">I", len(tags)) + table + data
@@ -68,19 +82,27 @@ def throwaway_signing_certificate() -> tuple[str, str]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     def name(common_name: str) -> x509.Name:
-        return x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelcrew tests"),
-        ])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelcrew tests"),
+            ]
+        )
 
     def usage(signing: bool) -> x509.KeyUsage:
         return x509.KeyUsage(
-            digital_signature=signing, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=not signing, crl_sign=not signing, encipher_only=False,
+            digital_signature=signing,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=not signing,
+            crl_sign=not signing,
+            encipher_only=False,
             decipher_only=False,
         )
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
     def certificate(subject: str, issuer: x509.Name, public_key, signing: bool) -> x509.CertificateBuilder:

@@ -9,7 +9,7 @@ import modelcrew_assets.captions.assets as caption_assets
 from modelcrew_assets.captions import captions
 from modelcrew_assets.captions.text import CLIP_TOKEN_WINDOW, clip_token_count, starts_with_trigger_once
 from modelcrew_assets.handoffs import Captions, read_index
-from modelcrew_assets.resources.captioner import CaptionerResource
+from modelcrew_assets.resources.captioner import CaptionerResource, SimulatedCaptionerResource
 from modelcrew_assets.storage_keys import asset_prefix, hand_captions_prefix, manifest_key
 from modelcrew_assets_tests.builders import manifest_text, store_swapped_faces, target_variants
 from modelcrew_assets_tests.fakes.openai_compatible import (
@@ -44,9 +44,7 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
 
 
-def test_model_captions_put_the_trigger_first_once_and_fit_the_clip_window(
-    storage, astronaut, instance, fake_openai
-):
+def test_model_captions_put_the_trigger_first_once_and_fit_the_clip_window(storage, astronaut, instance, fake_openai):
     store_swapped_faces(storage, target_variants(astronaut, 4))
     fake_openai.script(
         caption("a woman in a spacesuit, Blondie smiling at the camera"),
@@ -135,7 +133,7 @@ def test_a_different_caption_model_is_not_served_from_the_cache(local_storage, a
 def test_hand_written_captions_win_and_still_get_the_trigger_rule(local_storage, astronaut, instance, fake_openai):
     store_swapped_faces(local_storage, target_variants(astronaut, 3))
     prefix = hand_captions_prefix(MODEL)
-    local_storage.put_bytes(f"{prefix}target-001.txt", "Blondie on a rooftop at night, neon lights\n".encode())
+    local_storage.put_bytes(f"{prefix}target-001.txt", b"Blondie on a rooftop at night, neon lights\n")
     local_storage.put_bytes(f"{prefix}no-such-photo.txt", b"ignored")
 
     result = materialize_captions(instance, local_storage, live_captioner(fake_openai))
@@ -169,7 +167,7 @@ def test_without_an_endpoint_template_captions_are_written_and_labelled(storage,
 def test_dry_run_never_calls_the_endpoint_even_when_one_is_configured(local_storage, astronaut, instance, fake_openai):
     store_swapped_faces(local_storage, target_variants(astronaut, 2))
 
-    result = materialize_captions(instance, local_storage, live_captioner(fake_openai, dry_run=True))
+    result = materialize_captions(instance, local_storage, SimulatedCaptionerResource())
 
     assert fake_openai.requests == []
     assert {item.source for item in read_index(local_storage, MODEL, Captions).items} == {"template"}

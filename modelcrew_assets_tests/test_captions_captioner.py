@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image
 
-from modelcrew_assets.resources.captioner import CaptionerResource
+from modelcrew_assets.resources.captioner import CaptionerResource, SimulatedCaptionerResource
 from modelcrew_assets.resources.http_api import ApiError
 from modelcrew_assets.settings import MissingCredentialError
 from modelcrew_assets_tests.builders import jpeg_bytes
@@ -81,9 +81,9 @@ def test_live_captioner_without_a_model_names_the_variable(fake_openai):
 
 def test_dry_run_or_no_base_url_disables_the_endpoint(fake_openai):
     assert not CaptionerResource().enabled
-    assert not CaptionerResource(base_url=fake_openai.base_url, model=FAKE_MODEL, dry_run=True).enabled
+    assert not SimulatedCaptionerResource().enabled
     with pytest.raises(RuntimeError, match="not enabled"):
-        CaptionerResource(base_url=fake_openai.base_url, model=FAKE_MODEL, dry_run=True).session()
+        SimulatedCaptionerResource().session()
 
 
 def sent_image_bytes(fake) -> bytes:

@@ -23,13 +23,14 @@ from modelcrew_assets.handoffs import (
     write_index,
 )
 from modelcrew_assets.imaging import decode_image
-from modelcrew_assets.resources.gpu import LocalGpuResource, RunPodPodsResource
+from modelcrew_assets.resources.gpu import SimulatedGpuResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import face_prefix, manifest_key
-from modelcrew_assets.worker.stand_in_trainer import lora_safetensors
 from modelcrew_assets.worker.scoring import load_embedder
+from modelcrew_assets.worker.stand_in_trainer import lora_safetensors
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, target_variants
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
+from modelcrew_assets_tests.stand_in_executors import StandInRunPodPodsResource
 
 MODEL = "blondie"
 STEPS = (250, 750, 1000, 1500)  # underfit, sweet spot, the same likeness later, overfit
@@ -62,8 +63,8 @@ def seed_model(storage: StorageResource, face: Image.Image, steps: tuple[int, ..
     return trained
 
 
-def local_gpu() -> LocalGpuResource:
-    return LocalGpuResource(dry_run=True, poll_seconds=0.05, pipes_poll_seconds=0.05)
+def local_gpu() -> SimulatedGpuResource:
+    return SimulatedGpuResource(poll_seconds=0.05, pipes_poll_seconds=0.05)
 
 
 def evaluate(instance, storage, gpu, **config) -> dg.ExecuteInProcessResult:
@@ -95,6 +96,7 @@ def assert_picks_the_sweet_spot(storage: StorageResource, result: dg.ExecuteInPr
     assert (meta["chosen_step"], meta["verdict"], meta["manual_choice"]) == (750, "chosen", False)
     assert index.chosen.step == 750 and index.chosen.key.endswith("step00000750.safetensors")
     assert meta["chosen_checkpoint_uri"] == storage.uri(index.chosen.key)
+    assert meta["download"].startswith(f"modelcrew download {MODEL}  (writes {MODEL}-750.safetensors")
     assert meta["reason"] == index.reason and index.reason.startswith("Step 750 is the most like the face")
     assert "within 0.03 of step 1000" in index.reason or "step 1000" not in index.reason
     by_step = {score.step: score for score in index.scores}
@@ -106,7 +108,9 @@ def assert_picks_the_sweet_spot(storage: StorageResource, result: dg.ExecuteInPr
     return meta
 
 
-def test_dry_run_on_the_local_executor_picks_the_sweet_spot_and_stores_grid_and_scores(local_storage, astronaut, instance):
+def test_dry_run_on_the_local_executor_picks_the_sweet_spot_and_stores_grid_and_scores(
+    local_storage, astronaut, instance
+):
     seed_model(local_storage, astronaut)
     result = evaluate(instance, local_storage, local_gpu())
     meta = assert_picks_the_sweet_spot(local_storage, result)
@@ -144,7 +148,7 @@ def previous_evaluation(trained: LoraCheckpoints) -> CheckpointEvaluations:
 def test_manual_override_reuses_the_scores_and_is_recorded_as_manual(local_storage, astronaut, instance):
     trained = seed_model(local_storage, astronaut)
     write_index(local_storage, previous_evaluation(trained))
-    unusable = LocalGpuResource(dry_run=True, python="/nonexistent/python")  # any render attempt would fail
+    unusable = SimulatedGpuResource(python="/nonexistent/python")  # any render attempt would fail
     result = evaluate(instance, local_storage, unusable, checkpoint_step=1500)
     assert result.success, failure_message(result)
     meta = metadata(result)
@@ -160,18 +164,20 @@ def test_manual_override_reuses_the_scores_and_is_recorded_as_manual(local_stora
 def test_override_after_retraining_evaluates_the_new_checkpoints_again(local_storage, astronaut, instance):
     trained = seed_model(local_storage, astronaut)
     write_index(local_storage, previous_evaluation(trained).model_copy(update={"lora_run_id": "an-older-run"}))
-    unusable = LocalGpuResource(dry_run=True, python="/nonexistent/python")
+    unusable = SimulatedGpuResource(python="/nonexistent/python")
     result = evaluate(instance, local_storage, unusable, checkpoint_step=750)
     assert "/nonexistent/python" in failure_message(result)  # it tried to render: old scores are not reused
 
 
 def test_manual_override_of_a_step_that_was_not_saved_fails_before_rendering(local_storage, astronaut, instance):
     seed_model(local_storage, astronaut)
-    unusable = LocalGpuResource(dry_run=True, python="/nonexistent/python")
+    unusable = SimulatedGpuResource(python="/nonexistent/python")
     result = evaluate(instance, local_storage, unusable, checkpoint_step=800)
     assert not result.success
     message = failure_message(result)
-    assert "checkpoint_step 800 is not one of the saved steps of lora_checkpoints run r1 (250, 750, 1000, 1500)" in message
+    assert (
+        "checkpoint_step 800 is not one of the saved steps of lora_checkpoints run r1 (250, 750, 1000, 1500)" in message
+    )
 
 
 def test_without_lora_checkpoints_the_error_names_the_stage_to_run_first(local_storage, instance):
@@ -180,10 +186,12 @@ def test_without_lora_checkpoints_the_error_names_the_stage_to_run_first(local_s
 
 
 @pytest.mark.slow
-def test_dry_run_through_the_fake_runpod_picks_the_sweet_spot_and_terminates_the_pod(s3_storage, astronaut, instance, fake_runpod: FakeRunPod):
+def test_dry_run_through_the_fake_runpod_picks_the_sweet_spot_and_terminates_the_pod(
+    s3_storage, astronaut, instance, fake_runpod: FakeRunPod
+):
     seed_model(s3_storage, astronaut)
-    gpu = RunPodPodsResource(
-        api_key=API_KEY, graphql_url=fake_runpod.url, gpu_types=["NVIDIA GeForce RTX 4090"], dry_run=True,
+    gpu = StandInRunPodPodsResource(
+        api_key=API_KEY, graphql_url=fake_runpod.url, gpu_types=["NVIDIA GeForce RTX 4090"],
         poll_seconds=0.2, pipes_poll_seconds=0.2, pipes_flush_seconds=1, max_runtime_minutes=5,
     )  # fmt: skip
     result = evaluate(instance, s3_storage, gpu)

@@ -29,7 +29,7 @@ from modelcrew_assets.checkpoint_evaluations.selection import (
 )
 from modelcrew_assets.handoffs import Checkpoint
 from modelcrew_assets.manifest import parse_manifest
-from modelcrew_assets.worker.scoring import DLIB_EMBEDDER, SFACE_EMBEDDER
+from modelcrew_assets.worker.messages import DLIB_EMBEDDER, SFACE_EMBEDDER
 from modelcrew_assets_tests.builders import manifest_text
 
 T = Thresholds(identity=0.5, margin=0.02, memorization=0.85, cross_prompt=0.85)
@@ -108,7 +108,12 @@ def test_likeness_only_where_it_memorizes_is_no_sweet_spot():
 
 def test_manual_override_is_recorded_with_the_automatic_choice():
     selection = select_checkpoint(typical_run(), T, manual_step=1250)
-    assert (selection.step, selection.verdict, selection.manual, selection.automatic_step) == (1250, "manual", True, 1000)
+    assert (selection.step, selection.verdict, selection.manual, selection.automatic_step) == (
+        1250,
+        "manual",
+        True,
+        1000,
+    )
     assert "chosen by hand" in selection.reason and "the rules would take step 1000" in selection.reason
 
 
@@ -134,7 +139,10 @@ def test_thresholds_default_per_embedder_and_accept_overrides():
 
 def test_evaluation_set_is_four_prompts_by_two_seeds_at_1024_with_one_sampler_setting():
     spec = parse_manifest(manifest_text(), "model.toml")
-    checkpoints = [Checkpoint(step=s, key=f"models/blondie/lora_checkpoints/r/b-step{s:08d}.safetensors", sha256="0", size=1) for s in (250, 500)]
+    checkpoints = [
+        Checkpoint(step=s, key=f"models/blondie/lora_checkpoints/r/b-step{s:08d}.safetensors", sha256="0", size=1)
+        for s in (250, 500)
+    ]
     jobs = evaluation_jobs(spec, checkpoints, "models/blondie/checkpoint_evaluations/e1/")
     assert len(EVAL_PROMPTS) >= 4 and len(EVAL_SEEDS) >= 2
     assert len(jobs) == 2 * len(EVAL_PROMPTS) * len(EVAL_SEEDS)

@@ -138,7 +138,7 @@ def test_demo_uploads_once_and_the_sensor_starts_its_run(local_storage, monkeypa
 
 
 def test_models_lists_partitions_unregistered_uploads_and_last_materializations(
-    local_storage, monkeypatch, instance, photos, capsys
+    local_storage, monkeypatch, instance, photos, astronaut, capsys
 ):
     @dg.asset(partitions_def=models_partitions)
     def swapped_faces() -> None:
@@ -147,7 +147,9 @@ def test_models_lists_partitions_unregistered_uploads_and_last_materializations(
     instance.add_dynamic_partitions(models_partitions.name, ["blondie", "ghost"])
     dg.materialize([swapped_faces], partition_key="blondie", instance=instance)
     local_storage.put_bytes("uploads/newbie/model.toml", manifest_text("newbie").encode())
-    local_storage.put_bytes("uploads/zipped.zip", b"PK")
+    zipped = {**model_entries(astronaut), "model.toml": manifest_text("zipped").encode()}
+    local_storage.put_bytes("uploads/zipped.zip", make_zip(zipped))
+    local_storage.put_bytes("uploads/broken.zip", b"PK")
 
     found = model_statuses(instance, local_storage, dg.Definitions([swapped_faces]))
     statuses = {status.model: status for status in found}
@@ -157,6 +159,9 @@ def test_models_lists_partitions_unregistered_uploads_and_last_materializations(
     assert dict(statuses["ghost"].assets)["swapped_faces"] == "never materialized"
     assert statuses["newbie"].state.startswith("not registered (waiting for a face image")
     assert statuses["zipped"].state == "not registered (uploads/zipped.zip not unpacked yet)"
+    assert statuses["broken"].state.startswith(
+        "not registered (uploads/broken.zip refused: uploads/broken.zip: not a readable zip"
+    )
 
     monkeypatch.setenv("MODELCREW_STORAGE_URL", local_storage.url)
     assert main(["models"]) == EXIT_OK

@@ -1,5 +1,6 @@
 """Every deployment config file loads under Dagster's own config validation (or parses, for compose/Helm)."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -52,3 +53,20 @@ def test_helm_values_point_at_our_code_and_limit_the_gpu_pool():
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "modelcrew_assets.definitions"]
     assert values["concurrency"]["pools"]["defaultLimit"] == 1
     assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+
+
+def _settings_the_orchestrator_reads() -> set[str]:
+    """Every variable bound through `env_if_set("...")`, plus settings.py's own *_ENV names."""
+    package = ROOT / "modelcrew_assets"
+    names = set()
+    for source in package.rglob("*.py"):
+        names |= set(re.findall(r'env_if_set\("([A-Z0-9_]+)"\)', source.read_text()))
+    names |= set(re.findall(r'^[A-Z_]+_ENV = "([A-Z0-9_]+)"', (package / "settings.py").read_text(), re.M))
+    return names
+
+
+def test_compose_passes_every_setting_the_orchestrator_reads():
+    compose = yaml.safe_load((ROOT / "deploy/docker/docker-compose.yaml").read_text())
+    passed = set(compose["x-dagster-env"])
+    missing = _settings_the_orchestrator_reads() - passed
+    assert not missing, f"deploy/docker/docker-compose.yaml's x-dagster-env lacks {sorted(missing)}"

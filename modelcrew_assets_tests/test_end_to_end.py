@@ -44,6 +44,13 @@ SENTINELS = {
     "RUNPOD_API_KEY": "sentinel-runpod-c4e2",
     "MODELCREW_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hooks/sentinel-webhook-55d1",
 }
+# Every wait below has a deadline, and each test's pytest timeout covers the sum of its waits plus the
+# daemon's shutdown, so a slow machine fails with the wait's own message, not pytest's.
+CLI_TIMEOUT_S = 60  # a `modelcrew` or `dagster` CLI call takes 2-6 s
+DAEMON_STOP_S = 60
+FIRST_RUN_WAIT_S = 240  # one dry-run model: about a minute on 2 cores
+BACKFILL_WAIT_S = 420  # three models, their GPU stages one at a time through the pool
+POLL_S = 0.5
 SMALL_RUN = """
 [training]
 max_train_steps = 1000
@@ -60,9 +67,34 @@ class Deployment:
     bucket: str
     env: dict[str, str]
     daemon_log: Path
+    daemon: subprocess.Popen | None = None
+
+    def start_daemon(self) -> None:
+        """Once per module, after the first upload as scripts/dev.sh does (`modelcrew demo`, then Dagster):
+        the sensor's first tick sees the upload instead of the test waiting out its 30 s interval."""
+        if self.daemon is not None:
+            return
+        with self.daemon_log.open("w") as log:
+            self.daemon = subprocess.Popen(
+                [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop_daemon(self) -> None:
+        if self.daemon is None:
+            return
+        os.killpg(self.daemon.pid, signal.SIGTERM)
+        try:
+            self.daemon.wait(timeout=DAEMON_STOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.daemon.pid, signal.SIGKILL)
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
         # A failed CLI call must say why in the test report, not only its exit status.
         assert done.returncode == 0, f"{' '.join(args[1:])} exited {done.returncode}:\n{done.stderr[-3000:]}"
         return done
@@ -78,6 +110,9 @@ def deployment(tmp_path_factory, moto_endpoint) -> Iterator[Deployment]:
     home = base / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    # Create the sqlite storage before the daemon starts: processes migrating a fresh home at the same
+    # moment can leave two alembic heads, and then no code location loads.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     bucket = make_bucket(moto_endpoint)
     env = {
         **os.environ,
@@ -89,24 +124,11 @@ def deployment(tmp_path_factory, moto_endpoint) -> Iterator[Deployment]:
         "MODELCREW_DRY_RUN": "1",
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
-    daemon_log = base / "daemon.log"
-    with daemon_log.open("w") as log:
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield Deployment(home, bucket, env, daemon_log)
-        finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
+    deployment = Deployment(home, bucket, env, base / "daemon.log")
+    try:
+        yield deployment
+    finally:
+        deployment.stop_daemon()
 
 
 def upload_small_model(deployment: Deployment, name: str, tmp_path: Path) -> None:
@@ -115,10 +137,15 @@ def upload_small_model(deployment: Deployment, name: str, tmp_path: Path) -> Non
     (tmp_path / f"{name}.toml").write_text(manifest)
     with resources.as_file(demo) as folder:
         deployment.run(
-            str(BIN / "modelcrew"), "upload", name,
-            "--face", str(folder / "face.jpg"),
-            "--targets", str(folder / "targets"),
-            "--manifest", str(tmp_path / f"{name}.toml"),
+            str(BIN / "modelcrew"),
+            "upload",
+            name,
+            "--face",
+            str(folder / "face.jpg"),
+            "--targets",
+            str(folder / "targets"),
+            "--manifest",
+            str(tmp_path / f"{name}.toml"),
         )
 
 
@@ -139,7 +166,7 @@ def wait_for_runs(
             done = {r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
             if done == partitions:
                 return runs
-            time.sleep(2)
+            time.sleep(POLL_S)
     raise AssertionError(f"runs for {sorted(partitions)} did not finish in {timeout_s}s")
 
 
@@ -151,9 +178,11 @@ def materialization(instance: dg.DagsterInstance, asset: str, partition: str) ->
     return records[0].asset_materialization
 
 
+@pytest.mark.timeout(CLI_TIMEOUT_S + FIRST_RUN_WAIT_S + DAEMON_STOP_S)
 def test_upload_to_exports_through_the_daemon_with_lineage_and_no_secret_anywhere(deployment, tmp_path):
     upload_small_model(deployment, "e2e", tmp_path)
-    [run] = wait_for_runs(deployment, {"e2e"}, timeout_s=420)
+    deployment.start_daemon()
+    [run] = wait_for_runs(deployment, {"e2e"}, timeout_s=FIRST_RUN_WAIT_S)
     assert run.tags["dagster/sensor_name"] == "model_uploads_sensor"
 
     with deployment.instance() as instance:
@@ -187,8 +216,10 @@ def test_upload_to_exports_through_the_daemon_with_lineage_and_no_secret_anywher
     _assert_no_sentinel(deployment, storage_keys)
 
 
+@pytest.mark.timeout(5 * CLI_TIMEOUT_S + BACKFILL_WAIT_S + DAEMON_STOP_S)  # 5 CLI calls, then the runs
 def test_backfill_of_three_new_models_queues_gpu_stages_through_the_pool(deployment, tmp_path):
     models = {"bf-one", "bf-two", "bf-three"}
+    deployment.start_daemon()
     # New models arrive for a backfill, not for the sensor: stop it as an operator would.
     deployment.run(str(BIN / "dagster"), "sensor", "stop", "model_uploads_sensor", "-w", "workspace.yaml")
     for name in sorted(models):
@@ -196,10 +227,18 @@ def test_backfill_of_three_new_models_queues_gpu_stages_through_the_pool(deploym
     with deployment.instance() as instance:
         instance.add_dynamic_partitions("models", sorted(models))
     deployment.run(
-        str(BIN / "dagster"), "job", "backfill", "-j", "model_pipeline", "-w", "workspace.yaml",
-        "--partitions", ",".join(sorted(models)), "--noprompt",
+        str(BIN / "dagster"),
+        "job",
+        "backfill",
+        "-j",
+        "model_pipeline",
+        "-w",
+        "workspace.yaml",
+        "--partitions",
+        ",".join(sorted(models)),
+        "--noprompt",
     )
-    runs = wait_for_runs(deployment, models, timeout_s=900, tag="dagster/backfill")
+    runs = wait_for_runs(deployment, models, timeout_s=BACKFILL_WAIT_S, tag="dagster/backfill")
     with deployment.instance() as instance:
         intervals = []
         for run in runs:
@@ -214,7 +253,7 @@ def test_backfill_of_three_new_models_queues_gpu_stages_through_the_pool(deploym
                     intervals.append((starts[event.step_key], record.timestamp, run.run_id, event.step_key))
     assert len(intervals) == 3 * len(GPU_STEPS)
     intervals.sort()
-    for (_, end, *first), (start, _, *second) in zip(intervals, intervals[1:]):
+    for (_, end, *first), (start, _, *second) in zip(intervals, intervals[1:], strict=False):
         assert start >= end, f"{first} and {second} held the gpu pool at the same time"
 
 

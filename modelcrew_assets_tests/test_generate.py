@@ -15,14 +15,21 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from modelcrew_assets.resources.gpu import LocalGpuResource, WorkerFailedError
+from modelcrew_assets.resources.gpu import LocalGpuResource, SimulatedGpuResource, WorkerFailedError
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.worker import generate
-from modelcrew_assets.worker.generate import CHECKPOINT_SCORE, IMAGE, JobError, RenderJob, lora_groups
-from modelcrew_assets.worker.messages import RESULT
+from modelcrew_assets.worker.generate import lora_groups
+from modelcrew_assets.worker.jobs import JobError, RenderJob
+from modelcrew_assets.worker.messages import CHECKPOINT_SCORE, IMAGE, RESULT
 from modelcrew_assets.worker.renderers import DiffusersRenderer
 from modelcrew_assets.worker.scoring import load_embedder
-from modelcrew_assets.worker.stand_in_generator import StandInGenerator, StandInRequest, copy_weight, likeness, lora_step
+from modelcrew_assets.worker.stand_in_generator import (
+    StandInGenerator,
+    StandInRequest,
+    copy_weight,
+    likeness,
+    lora_step,
+)
 from modelcrew_assets.worker.train import WorkerError
 from modelcrew_assets_tests.builders import jpeg_bytes, target_variants
 
@@ -164,9 +171,16 @@ def install_fake_diffusers(monkeypatch, peft_backend: bool = True, cuda: bool = 
 
     cuda_module = types.SimpleNamespace(is_available=lambda: cuda)
     torch = types.SimpleNamespace(float16="float16", float32="float32", Generator=Generator, cuda=cuda_module)
-    schedulers = {name: type(name, (FakeScheduler,), {}) for name in ("DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler")}
-    utils = types.SimpleNamespace(USE_PEFT_BACKEND=peft_backend, MIN_PEFT_VERSION="0.6.0", is_peft_available=lambda: peft_backend)
-    diffusers = types.SimpleNamespace(StableDiffusionXLPipeline=FakePipeline, utils=utils, __version__="0.32.1", **schedulers)
+    schedulers = {
+        name: type(name, (FakeScheduler,), {})
+        for name in ("DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler")
+    }
+    utils = types.SimpleNamespace(
+        USE_PEFT_BACKEND=peft_backend, MIN_PEFT_VERSION="0.6.0", is_peft_available=lambda: peft_backend
+    )
+    diffusers = types.SimpleNamespace(
+        StableDiffusionXLPipeline=FakePipeline, utils=utils, __version__="0.32.1", **schedulers
+    )
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "diffusers", diffusers)
     monkeypatch.setitem(sys.modules, "diffusers.utils", utils)
@@ -195,9 +209,19 @@ def test_diffusers_renderer_loads_the_base_once_and_each_lora_in_turn(fake_diffu
     ]  # fmt: skip
     assert fake_diffusers[0] == ("from_single_file", str(base), "float16") and fake_diffusers[1] == ("to", "cuda")
     assert fake_diffusers[2] == ("load_lora_weights", str(tmp_path / "lora"), "m-step00000250.safetensors")
-    assert fake_diffusers[3] == ("scheduler", "DPMSolverMultistepScheduler", {"base": True}, {"use_karras_sigmas": True})
+    assert fake_diffusers[3] == (
+        "scheduler",
+        "DPMSolverMultistepScheduler",
+        {"base": True},
+        {"use_karras_sigmas": True},
+    )
     first = fake_diffusers[4][1]
-    assert (first["prompt"], first["negative_prompt"], first["width"], first["height"]) == ("prompt 0", "blurry", 384, 384)
+    assert (first["prompt"], first["negative_prompt"], first["width"], first["height"]) == (
+        "prompt 0",
+        "blurry",
+        384,
+        384,
+    )
     assert (first["num_inference_steps"], first["guidance_scale"], first["generator"].seed) == (30, 7.0, 100)
     assert first["cross_attention_kwargs"] == {"scale": 0.8}
     assert fake_diffusers[8][1] == "EulerAncestralDiscreteScheduler"
@@ -242,7 +266,10 @@ def seed_inputs(root: Path, astronaut: Image.Image) -> dict:
         return key
 
     face = put("uploads/m/face/face.jpg", jpeg_bytes(astronaut))
-    training = [put(f"models/m/swapped_faces/t{i}.jpg", jpeg_bytes(image)) for i, image in enumerate(target_variants(astronaut, 3))]
+    training = [
+        put(f"models/m/swapped_faces/t{i}.jpg", jpeg_bytes(image))
+        for i, image in enumerate(target_variants(astronaut, 3))
+    ]
     for step in (250, 750, 1500):
         put(f"{LORA_PREFIX}m-step{step:08d}.safetensors", lora_bytes(step))
     return {"face_keys": [face], "training_keys": training}
@@ -272,10 +299,13 @@ def run_worker(extras: dict, root: Path, command: str = "generate") -> tuple[lis
             run = gpu.run(context, worker_args=[command], extras=extras, storage=storage)
         except WorkerFailedError as failure:
             run, collected["error"] = failure.run, str(failure)
-        collected["messages"] = list(run.messages)
+        collected["messages"] = [message.model_dump() for message in run.messages]
         return dg.MaterializeResult()
 
-    resources = {"gpu": LocalGpuResource(dry_run=True, poll_seconds=0.05, pipes_poll_seconds=0.05), "storage": StorageResource(url=f"file://{root}")}
+    resources = {
+        "gpu": SimulatedGpuResource(poll_seconds=0.05, pipes_poll_seconds=0.05),
+        "storage": StorageResource(url=f"file://{root}"),
+    }
     with dg.instance_for_test() as instance:
         dg.materialize([evaluation], resources=resources, instance=instance)
     return collected["messages"], collected["error"]
@@ -284,7 +314,13 @@ def run_worker(extras: dict, root: Path, command: str = "generate") -> tuple[lis
 def test_generate_uploads_each_image_reports_it_and_scores_each_checkpoint(tmp_path, astronaut):
     root = tmp_path / "storage"
     references = seed_inputs(root, astronaut)
-    extras = {"storage_url": f"file://{root}", "generator": "stand_in", "jobs": eval_jobs(), "references": references, "score": True}
+    extras = {
+        "storage_url": f"file://{root}",
+        "generator": "stand_in",
+        "jobs": eval_jobs(),
+        "references": references,
+        "score": True,
+    }
     messages, error = run_worker(extras, root)
     assert error is None
     kinds = [m["type"] for m in messages]
@@ -296,7 +332,11 @@ def test_generate_uploads_each_image_reports_it_and_scores_each_checkpoint(tmp_p
         assert Image.open(stored).size == (384, 384)
     assert images[0]["tags"] == {"step": "250"} and images[0]["skipped"] is False
     scores = {m["lora_key"].rsplit("step", 1)[1]: m for m in messages if m["type"] == CHECKPOINT_SCORE}
-    underfit, good, overfit = scores["00000250.safetensors"], scores["00000750.safetensors"], scores["00001500.safetensors"]
+    underfit, good, overfit = (
+        scores["00000250.safetensors"],
+        scores["00000750.safetensors"],
+        scores["00001500.safetensors"],
+    )
     assert underfit["face_detection_rate"] < 0.5 and underfit["identity"] < 0.5
     assert good["face_detection_rate"] == 1.0 and good["identity"] > 0.5 and good["memorization"] < 0.6
     assert overfit["memorization"] > 0.95 and overfit["cross_prompt_similarity"] > 0.95
@@ -332,7 +372,12 @@ def test_diffusers_without_torch_fails_with_a_clear_result_and_no_image(tmp_path
     hide_packages(monkeypatch, tmp_path / "no-torch", "torch")
     root = tmp_path / "storage"
     references = seed_inputs(root, astronaut)
-    extras = {"storage_url": f"file://{root}", "generator": "diffusers", "jobs": eval_jobs()[:1], "references": references}
+    extras = {
+        "storage_url": f"file://{root}",
+        "generator": "diffusers",
+        "jobs": eval_jobs()[:1],
+        "references": references,
+    }
     messages, error = run_worker(extras, root)
     assert "needs torch and diffusers" in error
     result = messages[-1]
@@ -346,7 +391,9 @@ def test_repeated_job_ids_are_refused_before_anything_is_rendered(tmp_path, astr
     references = seed_inputs(root, astronaut)
     jobs = eval_jobs()[:2]
     jobs[1]["id"] = jobs[0]["id"]
-    messages, _ = run_worker({"storage_url": f"file://{root}", "generator": "stand_in", "jobs": jobs, "references": references}, root)
+    messages, _ = run_worker(
+        {"storage_url": f"file://{root}", "generator": "stand_in", "jobs": jobs, "references": references}, root
+    )
     assert "job ids must be unique; repeated: s250-0" in messages[-1]["error"]
     assert not (root / "out").exists()
 

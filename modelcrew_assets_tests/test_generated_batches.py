@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
+
 from modelcrew_assets.generated_batches import defs as generated_batches_defs
 from modelcrew_assets.generated_batches import generated_batches, nightly_generated_batches
 from modelcrew_assets.generated_batches.assets import BATCH_TAG, GeneratedBatchConfig, batch_id_for
@@ -23,11 +24,12 @@ from modelcrew_assets.handoffs import (
     read_index,
     write_index,
 )
-from modelcrew_assets.resources.gpu import LocalGpuResource, RunPodPodsResource
+from modelcrew_assets.resources.gpu import SimulatedGpuResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import face_prefix, manifest_key
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
+from modelcrew_assets_tests.stand_in_executors import StandInRunPodPodsResource
 
 MODEL = "blondie"
 TINY = "64x64"
@@ -41,7 +43,9 @@ def lora_bytes(step: int) -> bytes:
 
 def checkpoint(step: int, model: str = MODEL) -> Checkpoint:
     key = f"models/{model}/lora_checkpoints/r1/{MODEL}-step{step:08d}.safetensors"
-    return Checkpoint(step=step, key=key, sha256=hashlib.sha256(lora_bytes(step)).hexdigest(), size=len(lora_bytes(step)))
+    return Checkpoint(
+        step=step, key=key, sha256=hashlib.sha256(lora_bytes(step)).hexdigest(), size=len(lora_bytes(step))
+    )
 
 
 def seed_model(storage: StorageResource, face, model: str = MODEL, generation: str = "images = 100\n") -> None:
@@ -58,7 +62,11 @@ def seed_model(storage: StorageResource, face, model: str = MODEL, generation: s
     write_index(
         storage,
         CheckpointEvaluations(
-            model=model, run_id="e1", scores=(), chosen=checkpoint(750, model), reason="highest identity, not memorizing"
+            model=model,
+            run_id="e1",
+            scores=(),
+            chosen=checkpoint(750, model),
+            reason="highest identity, not memorizing",
         ),
     )
 
@@ -66,7 +74,7 @@ def seed_model(storage: StorageResource, face, model: str = MODEL, generation: s
 def run_batch(instance, storage, gpu=None, **config) -> dg.ExecuteInProcessResult:
     if MODEL not in instance.get_dynamic_partitions("models"):
         instance.add_dynamic_partitions("models", [MODEL])
-    gpu = gpu or LocalGpuResource(dry_run=True, poll_seconds=0.05, pipes_poll_seconds=0.05)
+    gpu = gpu or SimulatedGpuResource(poll_seconds=0.05, pipes_poll_seconds=0.05)
     return dg.materialize(
         [generated_batches], partition_key=MODEL, instance=instance, resources={"storage": storage, "gpu": gpu},
         run_config={"ops": {"generated_batches": {"config": {"image_size": TINY, **config}}}}, raise_on_error=False,
@@ -101,7 +109,9 @@ def test_interrupted_batch_resumes_rendering_only_the_missing_images(local_stora
     assert metadata(second)["rendered_this_run"] == 63 and metadata(second)["already_stored"] == 37
     assert {i: (root / image_key(MODEL, "b1", i)).stat().st_mtime_ns for i in range(37)} == before
     logs = [record.user_message for record in instance.all_logs(second.run_id)]
-    estimate_at = next(i for i, m in enumerate(logs) if "37 already stored, 63 to render" in m and "estimate: 63 images" in m)
+    estimate_at = next(
+        i for i, m in enumerate(logs) if "37 already stored, 63 to render" in m and "estimate: 63 images" in m
+    )
     assert estimate_at < next(i for i, m in enumerate(logs) if "local worker started" in m)
     assert checks(second) == {EVERY_IMAGE_HAS_A_RECORD: True, BATCH_IS_COMPLETE: True}
     batch = GeneratedBatch.model_validate_json(local_storage.get_bytes(batch_json_key(MODEL, "b1")))
@@ -202,7 +212,7 @@ def test_untagged_run_renders_into_its_own_batch(local_storage, astronaut, insta
 
 
 def repository(storage: StorageResource) -> dg.RepositoryDefinition:
-    resources = {"storage": storage, "gpu": LocalGpuResource(dry_run=True)}
+    resources = {"storage": storage, "gpu": SimulatedGpuResource()}
     return dg.Definitions.merge(generated_batches_defs, dg.Definitions(resources=resources)).get_repository_def()
 
 
@@ -210,7 +220,7 @@ def test_nightly_schedule_requests_one_run_per_model_with_deterministic_run_keys
     for model in ("blondie", "ruby"):
         seed_model(local_storage, astronaut, model=model)
     instance.add_dynamic_partitions("models", ["blondie", "ruby", "newcomer"])
-    when = datetime(2025, 6, 1, 1, 0, tzinfo=timezone.utc)
+    when = datetime(2025, 6, 1, 1, 0, tzinfo=UTC)
     requests = []
     for _ in range(2):
         context = dg.build_schedule_context(
@@ -219,7 +229,10 @@ def test_nightly_schedule_requests_one_run_per_model_with_deterministic_run_keys
         )  # fmt: skip
         requests.append(nightly_generated_batches.evaluate_tick(context).run_requests)
     first, second = requests
-    assert [(r.partition_key, r.run_key) for r in first] == [("blondie", "blondie:2025-06-01"), ("ruby", "ruby:2025-06-01")]
+    assert [(r.partition_key, r.run_key) for r in first] == [
+        ("blondie", "blondie:2025-06-01"),
+        ("ruby", "ruby:2025-06-01"),
+    ]
     assert [r.run_key for r in second] == [r.run_key for r in first]
     assert all(r.tags[BATCH_TAG] == "nightly-2025-06-01" for r in first)
     assert nightly_generated_batches.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -228,7 +241,7 @@ def test_nightly_schedule_requests_one_run_per_model_with_deterministic_run_keys
 def test_nightly_schedule_skips_when_no_model_has_a_checkpoint(local_storage, instance):
     instance.add_dynamic_partitions("models", ["newcomer"])
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2025, 6, 1, 1, tzinfo=timezone.utc),
+        instance=instance, scheduled_execution_time=datetime(2025, 6, 1, 1, tzinfo=UTC),
         resources={"storage": local_storage}, repository_def=repository(local_storage),
     )  # fmt: skip
     result = nightly_generated_batches.evaluate_tick(context)
@@ -246,10 +259,12 @@ def test_bad_batch_id_in_config_fails_before_any_rendering(local_storage, astron
 
 
 @pytest.mark.slow
-def test_batch_through_the_fake_runpod_resumes_on_a_new_pod_and_terminates_both(s3_storage, astronaut, instance, fake_runpod: FakeRunPod):
+def test_batch_through_the_fake_runpod_resumes_on_a_new_pod_and_terminates_both(
+    s3_storage, astronaut, instance, fake_runpod: FakeRunPod
+):
     seed_model(s3_storage, astronaut, generation="images = 6\n")
-    gpu = RunPodPodsResource(
-        api_key=API_KEY, graphql_url=fake_runpod.url, gpu_types=["NVIDIA GeForce RTX 4090"], dry_run=True,
+    gpu = StandInRunPodPodsResource(
+        api_key=API_KEY, graphql_url=fake_runpod.url, gpu_types=["NVIDIA GeForce RTX 4090"],
         poll_seconds=0.2, pipes_poll_seconds=0.2, pipes_flush_seconds=0.5, max_runtime_minutes=5,
     )  # fmt: skip
     first = run_batch(instance, s3_storage, gpu=gpu, batch_id="b1", max_images=2)

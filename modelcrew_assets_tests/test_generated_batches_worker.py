@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 
 from modelcrew_assets.generated_batches.prompt_packs import image_key, record_key
-from modelcrew_assets.worker.batch import GENERATED_IMAGE, render_batch
-from modelcrew_assets.worker.store import WorkerStore
+from modelcrew_assets.object_store import ObjectStore
+from modelcrew_assets.worker.batch import render_batch
+from modelcrew_assets.worker.jobs import BatchJob
+from modelcrew_assets.worker.messages import GENERATED_IMAGE
 
 PREFIX = "models/blondie/generated_batches/b1/"
-PROVENANCE = {"checkpoint_sha256": "c" * 64, "checkpoint_key": "k", "base_model": "base", "generator": "t", "dry_run": True}
+PROVENANCE = {
+    "checkpoint_sha256": "c" * 64,
+    "checkpoint_key": "k",
+    "base_model": "base",
+    "generator": "t",
+    "dry_run": True,
+}
 
 
-def jobs(count: int) -> list[dict]:
+def jobs(count: int) -> list[BatchJob]:
     return [
-        {"index": i, "prompt": f"p{i}", "negative_prompt": "n", "seed": 100 + i, "width": 64, "height": 64,
-         "platform": "feed", "aspect": "4:5", "sampler": "euler_a", "steps": 20, "cfg": 5.0, "lora_weight": 0.9,
-         "image_key": image_key("blondie", "b1", i), "record_key": record_key("blondie", "b1", i)}
+        BatchJob(
+            id=f"{i:04d}", index=i, prompt=f"p{i}", negative_prompt="n", seed=100 + i, width=64, height=64,
+            platform="feed", aspect="4:5", sampler="euler_a", steps=20, cfg=5.0, lora_weight=0.9,
+            output_key=image_key("blondie", "b1", i), record_key=record_key("blondie", "b1", i),
+        )
         for i in range(count)
     ]  # fmt: skip
 
@@ -33,11 +43,11 @@ class FakeClock:
 
     def render(self, job) -> bytes:
         self.now += self.per_image
-        return f"png {job['index']}".encode()
+        return f"png {job.index}".encode()
 
 
 def test_worker_skips_indices_already_stored_with_their_record(tmp_path):
-    store = WorkerStore(f"file://{tmp_path}")
+    store = ObjectStore.from_url(f"file://{tmp_path}")
     for index in (0, 2):
         (tmp_path / PREFIX / "records").mkdir(parents=True, exist_ok=True)
         (tmp_path / image_key("blondie", "b1", index)).write_bytes(b"old")
@@ -46,13 +56,13 @@ def test_worker_skips_indices_already_stored_with_their_record(tmp_path):
     clock, messages = FakeClock(1.0), []
     outcome = render_batch(store, clock.render, jobs(4), PROVENANCE, PREFIX, messages.append, clock=clock)
     assert (outcome.rendered, outcome.skipped, outcome.stopped_by) == (2, 2, None)
-    assert [m["index"] for m in messages if m["type"] == GENERATED_IMAGE] == [1, 3]
+    assert [m.index for m in messages if m.type == GENERATED_IMAGE] == [1, 3]
     assert (tmp_path / image_key("blondie", "b1", 0)).read_bytes() == b"old"
     assert (tmp_path / image_key("blondie", "b1", 3)).read_bytes() == b"png 3"
 
 
 def test_time_cap_stops_after_the_image_in_flight(tmp_path):
-    store = WorkerStore(f"file://{tmp_path}")
+    store = ObjectStore.from_url(f"file://{tmp_path}")
     clock, messages = FakeClock(10.0), []
     outcome = render_batch(
         store, clock.render, jobs(10), PROVENANCE, PREFIX, messages.append, max_gpu_minutes=0.5, clock=clock
@@ -63,7 +73,7 @@ def test_time_cap_stops_after_the_image_in_flight(tmp_path):
 
 
 def test_each_record_follows_its_image_with_job_settings_and_provenance(tmp_path):
-    store = WorkerStore(f"file://{tmp_path}")
+    store = ObjectStore.from_url(f"file://{tmp_path}")
     clock = FakeClock(2.5)
     render_batch(store, clock.render, jobs(1), PROVENANCE, PREFIX, lambda message: None, clock=clock)
     record = json.loads((tmp_path / record_key("blondie", "b1", 0)).read_text())

@@ -49,7 +49,17 @@ def home(tmp_path: Path, s3_storage, fake_runpod: FakeRunPod, monkeypatch) -> Pa
 
 
 def start_materialize(home: Path) -> subprocess.Popen:
-    command = [str(DAGSTER), "asset", "materialize", "-f", str(DEFS), "--select", "lora_checkpoints", "--partition", MODEL]
+    command = [
+        str(DAGSTER),
+        "asset",
+        "materialize",
+        "-f",
+        str(DEFS),
+        "--select",
+        "lora_checkpoints",
+        "--partition",
+        MODEL,
+    ]
     with (home / "materialize.log").open("w") as log:
         return subprocess.Popen(command, env=os.environ.copy(), start_new_session=True, stdout=log, stderr=log)  # fmt: skip
 

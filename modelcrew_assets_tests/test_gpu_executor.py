@@ -6,7 +6,12 @@ import signal
 import dagster as dg
 import pytest
 
-from modelcrew_assets.resources.gpu import GpuExecutorResource, LocalGpuResource, NoGpuCapacityError, RunPodPodsResource
+from modelcrew_assets.resources.gpu import (
+    GpuExecutorResource,
+    NoGpuCapacityError,
+    RunPodPodsResource,
+    SimulatedGpuResource,
+)
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.settings import MissingCredentialError
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
@@ -23,9 +28,11 @@ EXTRAS = {"storage_url": "set by the test"}
 
 
 @dg.asset
-def gpu_probe(context: dg.AssetExecutionContext, storage: StorageResource, gpu: GpuExecutorResource) -> dg.MaterializeResult:
+def gpu_probe(
+    context: dg.AssetExecutionContext, storage: StorageResource, gpu: GpuExecutorResource
+) -> dg.MaterializeResult:
     run = gpu.run(context, worker_args=["train"], extras=EXTRAS, storage=storage)
-    return dg.MaterializeResult(metadata={"job_id": run.job_id, "ok": bool(run.result and run.result["ok"])})
+    return dg.MaterializeResult(metadata={"job_id": run.job_id, "ok": bool(run.result and run.result.ok)})
 
 
 def probe(instance: dg.DagsterInstance, storage: StorageResource, gpu: GpuExecutorResource) -> BaseException:
@@ -49,7 +56,9 @@ def test_runpod_with_local_storage_says_pods_need_s3(instance, local_storage, fa
 def test_no_capacity_for_any_gpu_type_names_them_and_leaves_no_pod(instance, s3_storage, fake_runpod: FakeRunPod):
     types = ["NVIDIA GeForce RTX 4090", "NVIDIA L40S"]
     fake_runpod.no_capacity.update(types)
-    error = probe(instance, s3_storage, RunPodPodsResource(api_key=API_KEY, graphql_url=fake_runpod.url, gpu_types=types))
+    error = probe(
+        instance, s3_storage, RunPodPodsResource(api_key=API_KEY, graphql_url=fake_runpod.url, gpu_types=types)
+    )
     assert isinstance(error, NoGpuCapacityError) and "NVIDIA GeForce RTX 4090, NVIDIA L40S" in str(error)
     assert fake_runpod.deploy_attempts == types and fake_runpod.pods == {}
 
@@ -63,7 +72,7 @@ def test_local_executor_returns_the_workers_messages_and_cost(instance, local_st
         recipe={"max_train_steps": 20, "save_every_n_steps": 10}, sample_prompts=["a"], negative_prompt="b",
     )  # fmt: skip
     result = dg.materialize(
-        [gpu_probe], instance=instance, resources={"storage": local_storage, "gpu": LocalGpuResource(dry_run=True)}
+        [gpu_probe], instance=instance, resources={"storage": local_storage, "gpu": SimulatedGpuResource()}
     )
     metadata = result.asset_materializations_for_node("gpu_probe")[0].metadata
     assert metadata["ok"].value is True and metadata["job_id"].value.startswith("pid-")
@@ -97,7 +106,9 @@ def test_finished_worker_stops_its_own_pod_and_its_container_never_runs_twice(s3
     assert fake_runpod.listed_pods() == []
 
 
-def test_worker_killed_before_closing_pipes_ends_the_pod_instead_of_rerunning(s3_storage, fake_runpod, instance, record_property):
+def test_worker_killed_before_closing_pipes_ends_the_pod_instead_of_rerunning(
+    s3_storage, fake_runpod, instance, record_property
+):
     """An OOM kill mid-training: RunPod restarts the container; it must not train again."""
     seed_dataset(s3_storage)
     fake_runpod.pod_env["MODELCREW_STANDIN_STEP_SECONDS"] = "0.02"
@@ -113,7 +124,9 @@ def test_worker_killed_before_closing_pipes_ends_the_pod_instead_of_rerunning(s3
     assert fake_runpod.listed_pods() == []
 
 
-def test_worker_that_never_reports_is_terminated_after_the_startup_timeout(s3_storage, fake_runpod, instance, record_property):
+def test_worker_that_never_reports_is_terminated_after_the_startup_timeout(
+    s3_storage, fake_runpod, instance, record_property
+):
     """A worker that dies before its first Pipes flush, every time (a broken image): not billed to the budget."""
     seed_dataset(s3_storage)
     fake_runpod.fault_after, fake_runpod.fault_containers = 0.3, 1000
@@ -131,7 +144,9 @@ def test_hung_worker_is_terminated_after_the_silence_timeout(s3_storage, fake_ru
     seed_dataset(s3_storage)
     fake_runpod.pod_env["MODELCREW_STANDIN_STEP_SECONDS"] = "0.02"
     fake_runpod.fault_after, fake_runpod.container_fault = 4, signal.SIGSTOP
-    gpu = runpod(fake_runpod, heartbeat_seconds=0.5, silence_timeout_seconds=4, lost_worker_retries=0, closing_grace_seconds=1)
+    gpu = runpod(
+        fake_runpod, heartbeat_seconds=0.5, silence_timeout_seconds=4, lost_worker_retries=0, closing_grace_seconds=1
+    )
     result = materialize(instance, s3_storage, gpu)
     assert not result.success
     pod = fake_runpod.only_pod()

@@ -17,7 +17,12 @@ REPO = Path(__file__).parents[1]
 def test_gpu_smoke_script_fails_fast_naming_what_is_missing(tmp_path: Path):
     env = {"PATH": "/usr/bin:/bin", "MODELCREW_PYTHON": sys.executable, "HOME": str(tmp_path)}
     done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "gpu_smoke.sh")], env=env, check=False, capture_output=True, text=True, timeout=120
+        ["bash", str(REPO / "scripts" / "gpu_smoke.sh")],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == smoke.EXIT_NOT_READY, done.stdout + done.stderr
     assert "nvidia-smi is not on PATH" in done.stdout

@@ -15,9 +15,9 @@ from modelcrew_assets.gpu_sweeper.sensors import STALE_AFTER_SECONDS, SWEEP_INTE
 from modelcrew_assets.lora_checkpoints import lora_checkpoints
 from modelcrew_assets.resources.gpu import (
     GpuExecutorResource,
-    LocalGpuResource,
     PodTerminationError,
     RunPodPodsResource,
+    SimulatedGpuResource,
 )
 from modelcrew_assets.resources.gpu.executor import GPU_ALIVE_TAG
 from modelcrew_assets.resources.gpu.runpod_pods import pod_name
@@ -151,7 +151,7 @@ def test_stale_threshold_is_several_tag_refreshes_and_a_few_minutes_at_most():
 
 def test_sweeper_skips_with_a_reason_for_the_local_executor(instance, fake_runpod: FakeRunPod):
     pod_of(fake_runpod, run_with(instance, dg.DagsterRunStatus.SUCCESS).run_id)
-    result = tick(instance, LocalGpuResource(dry_run=True))
+    result = tick(instance, SimulatedGpuResource())
     assert result.skip_message == "the GPU executor is local, not RunPod: no pods to sweep"
     assert fake_runpod.requests == []
 

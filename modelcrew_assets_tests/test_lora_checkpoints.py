@@ -17,7 +17,7 @@ from modelcrew_assets.handoffs import KohyaDataset, LoraCheckpoints, read_index,
 from modelcrew_assets.lora_checkpoints import lora_checkpoints
 from modelcrew_assets.lora_checkpoints.checks import EVERY_SAVE_STEP, VALID_SAFETENSORS
 from modelcrew_assets.lora_checkpoints.runtime import estimate_runtime
-from modelcrew_assets.resources.gpu import LocalGpuResource, RunPodPodsResource
+from modelcrew_assets.resources.gpu import RunPodPodsResource, SimulatedGpuResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import manifest_key
 from modelcrew_assets.worker.kohya import Recipe
@@ -83,7 +83,9 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     return failures[0].step_failure_data.error.to_string()
 
 
-def test_full_run_on_runpod_stores_six_checkpoints_and_terminates_the_pod(s3_storage, fake_runpod, instance, record_property):
+def test_full_run_on_runpod_stores_six_checkpoints_and_terminates_the_pod(
+    s3_storage, fake_runpod, instance, record_property
+):
     seed_dataset(s3_storage)
     result = materialize(instance, s3_storage, runpod(fake_runpod))
     assert result.success, failure_message(result)
@@ -127,7 +129,9 @@ def test_trainer_dying_at_step_600_terminates_the_pod_and_keeps_250_and_500(s3_s
     assert "CUDA out of memory" in message and "trainer exited with code 1 after step 599" in message
     pod = fake_runpod.only_pod()
     assert pod.terminated is not None
-    stored = sorted(o.key for o in s3_storage.list(f"models/{MODEL}/lora_checkpoints/") if o.key.endswith(".safetensors"))
+    stored = sorted(
+        o.key for o in s3_storage.list(f"models/{MODEL}/lora_checkpoints/") if o.key.endswith(".safetensors")
+    )
     assert [key.rsplit("-step", 1)[1] for key in stored] == ["00000250.safetensors", "00000500.safetensors"]
     attempt = [o.key for o in s3_storage.list(f"models/{MODEL}/lora_checkpoints/") if "/attempts/" in o.key]
     record = json.loads(s3_storage.get_bytes(attempt[0]))
@@ -240,7 +244,7 @@ def test_cancelled_run_terminates_the_pod_within_30_seconds(s3_storage, fake_run
 
 def test_dry_run_trains_with_the_stand_in_on_the_local_executor(local_storage, instance):
     seed_dataset(local_storage)
-    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True))
+    result = materialize(instance, local_storage, SimulatedGpuResource())
     assert result.success, failure_message(result)
     index = read_index(local_storage, MODEL, LoraCheckpoints)
     assert index.dry_run is True and [c.step for c in index.checkpoints] == STEPS
@@ -249,9 +253,29 @@ def test_dry_run_trains_with_the_stand_in_on_the_local_executor(local_storage, i
     assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
 
 
+def test_local_training_folder_is_kept_and_named_after_a_failure_and_removed_after_success(
+    local_storage, instance, tmp_path, monkeypatch
+):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the worker process makes its training folder here
+    seed_dataset(local_storage)
+    monkeypatch.setenv("MODELCREW_STANDIN_DIE_AT", "600")
+    failed = materialize(instance, local_storage, SimulatedGpuResource())
+    assert not failed.success
+    [kept] = scratch.glob("modelcrew-train-*")
+    assert (kept / "output").is_dir()
+    logs = [event.message for event in instance.all_logs(failed.run_id) if event.message]
+    assert any(f"training folder kept for inspection: {kept}" in message for message in logs)
+
+    monkeypatch.delenv("MODELCREW_STANDIN_DIE_AT")
+    assert materialize(instance, local_storage, SimulatedGpuResource()).success  # resumes, then finishes
+    assert list(scratch.glob("modelcrew-train-*")) == [kept]
+
+
 def test_final_weights_are_stored_as_the_last_step_when_it_is_no_save_step(local_storage, instance):
     seed_dataset(local_storage, training="\n[training]\nmax_train_steps = 1400\n")
-    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True))
+    result = materialize(instance, local_storage, SimulatedGpuResource())
     assert result.success, failure_message(result)
     index = read_index(local_storage, MODEL, LoraCheckpoints)
     assert [c.step for c in index.checkpoints] == [250, 500, 750, 1000, 1250, 1400]
@@ -265,10 +289,10 @@ def test_final_weights_are_stored_as_the_last_step_when_it_is_no_save_step(local
 def test_a_state_at_max_train_steps_is_finished_training_and_launches_no_trainer(local_storage, instance):
     seed_dataset(local_storage)
     resume = {"ops": {"lora_checkpoints": {"config": {"resume": True}}}}
-    assert materialize(instance, local_storage, LocalGpuResource(dry_run=True), resume).success
+    assert materialize(instance, local_storage, SimulatedGpuResource(), resume).success
     before = stored_checkpoint_hashes(local_storage)
 
-    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True), resume)
+    result = materialize(instance, local_storage, SimulatedGpuResource(), resume)
     assert result.success, failure_message(result)
     metadata = materialization_metadata(result)
     assert metadata["finished_before_start"].value is True and metadata["resumed_from_step"].value == 1500
@@ -280,7 +304,7 @@ def test_a_state_at_max_train_steps_is_finished_training_and_launches_no_trainer
 
 def test_time_budget_defaults_to_an_estimate_from_the_step_count(local_storage, instance):
     seed_dataset(local_storage)
-    result = materialize(instance, local_storage, LocalGpuResource(dry_run=True))
+    result = materialize(instance, local_storage, SimulatedGpuResource())
     assert result.success, failure_message(result)
     metadata = materialization_metadata(result)
     assert metadata["runtime_budget_source"].value == "estimate"
@@ -288,7 +312,7 @@ def test_time_budget_defaults_to_an_estimate_from_the_step_count(local_storage, 
     assert metadata["runtime_budget_minutes"].value == 100
     assert "2.0 s/step" in metadata["runtime_estimate"].value
 
-    capped = materialize(instance, local_storage, LocalGpuResource(dry_run=True, max_runtime_minutes=7))
+    capped = materialize(instance, local_storage, SimulatedGpuResource(max_runtime_minutes=7))
     assert materialization_metadata(capped)["runtime_budget_source"].value == "executor"
     assert materialization_metadata(capped)["runtime_budget_minutes"].value == 7
 

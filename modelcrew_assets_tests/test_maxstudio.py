@@ -8,7 +8,7 @@ import pytest
 
 from modelcrew_assets.face_detection import FaceBox
 from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError
-from modelcrew_assets.resources.maxstudio import JobFailedError, JobTimeoutError
+from modelcrew_assets.resources.maxstudio_client import JobFailedError, JobTimeoutError
 from modelcrew_assets.settings import MissingCredentialError
 from modelcrew_assets_tests.builders import jpeg_bytes
 
@@ -32,7 +32,7 @@ async def swap_once(resource, urls):
 
 
 def test_detect_create_poll_download_round_trip(fake_maxstudio, urls):
-    fake_maxstudio.faults.detect_with_haar = True
+    fake_maxstudio.faults.detect_with_dlib = True
 
     async def go():
         async with fake_maxstudio.resource().client() as api:

@@ -34,8 +34,15 @@ EXPORT_ALL = (
 def store_image(storage: StorageResource, key: str, image: Image.Image, dry_run: bool = False) -> GeneratedImage:
     put = storage.put_bytes(key, encode(image, "PNG"))
     return GeneratedImage(
-        key=put.key, sha256=put.sha256, prompt=PROMPT, negative_prompt="blurry", seed=1, width=image.width,
-        height=image.height, checkpoint_sha256="c" * 64, dry_run=dry_run,
+        key=put.key,
+        sha256=put.sha256,
+        prompt=PROMPT,
+        negative_prompt="blurry",
+        seed=1,
+        width=image.width,
+        height=image.height,
+        checkpoint_sha256="c" * 64,
+        dry_run=dry_run,
     )
 
 
@@ -59,7 +66,10 @@ def upload_manifest(storage: StorageResource, extra: str = "") -> None:
 
 
 def materialize(
-    instance: dg.DagsterInstance, storage: StorageResource, c2pa_signing: C2paSigningResource | None = None
+    instance: dg.DagsterInstance,
+    storage: StorageResource,
+    c2pa_signing: C2paSigningResource | None = None,
+    **config,
 ):
     instance.add_dynamic_partitions("models", [MODEL])
     return dg.materialize(
@@ -67,6 +77,7 @@ def materialize(
         partition_key=MODEL,
         instance=instance,
         resources={"storage": storage, "c2pa": c2pa_signing or C2paSigningResource()},
+        run_config={"ops": {platform_exports.op.name: {"config": config}}},
     )
 
 
@@ -192,7 +203,7 @@ def test_tiny_dry_run_stand_in_images_are_exported_and_the_run_is_marked_dry_run
     upload_manifest(local_storage)
     image = store_image(local_storage, f"models/{MODEL}/generated_batches/demo/0001.png", Image.new("RGB", (64, 64)))
     write_index(local_storage, GeneratedBatch(model=MODEL, batch_id="demo", images=(image,), dry_run=True))
-    result = materialize(instance, local_storage)
+    result = materialize(instance, local_storage, min_source_side=64)
     index = read_index(local_storage, MODEL, PlatformExports)
     assert index.dry_run and len(index.exports) == 2 and not index.rejected
     assert materialization_metadata(result)["dry_run"].value is True

@@ -98,6 +98,21 @@ def test_face_at_the_very_edge_is_kept_in_frame_and_flagged_not_clear_of_the_ui(
     assert plan.box[1] == 0 and plan.box[3] == 1000
 
 
+@pytest.mark.parametrize(
+    ("size", "face"),
+    [
+        ((768, 1152), (530.73, 286.07, 549.71, 749.52)),
+        ((1152, 768), (675.33, 80.35, 732.66, 131.29)),
+        ((640, 640), (439.59, 144.34, 627.46, 376.52)),
+    ],
+)
+def test_face_crops_never_reach_outside_the_image_by_a_rounding_error(size, face):
+    """Found by the pipeline benchmark: Pillow refused a box at y = -1.4e-14 ("box offset can't be negative")."""
+    left, top, right, bottom = plan_crop(size, BUILTIN_PLATFORMS["tiktok"], face=face).box
+    assert left >= 0 and top >= 0 and right <= size[0] and bottom <= size[1]
+    Image.new("RGB", size).resize((108, 192), box=(left, top, right, bottom))
+
+
 def test_without_a_face_the_crop_follows_detail_then_falls_back_to_the_centre():
     feed = BUILTIN_PLATFORMS["instagram_feed"]
     detailed = np.zeros((100, 300))

@@ -120,7 +120,7 @@ def test_the_session_lasts_the_runs_budget_not_longer(s3_storage, fake_runpod, i
         role for accounts in sts_backends.values() for backend in accounts.values() for role in backend.assumed_roles
         if role.access_key_id == fake_runpod.only_pod().env["AWS_ACCESS_KEY_ID"]
     )  # fmt: skip
-    lasts = (session.expiration - datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)).total_seconds()
+    lasts = (session.expiration - datetime.datetime.now(datetime.UTC).replace(tzinfo=None)).total_seconds()
     assert 30 * 60 < lasts <= credential_seconds(30 * 60 + 120)
     assert session.session_name == f"modelcrew-{result.run_id}"
 
@@ -140,7 +140,9 @@ def test_a_budget_longer_than_sts_sessions_fails_before_any_pod(instance, s3_sto
 
 
 def test_worker_env_cannot_smuggle_long_lived_keys_to_the_pod(instance, s3_storage, fake_runpod):
-    gpu = RunPodPodsResource(api_key="rp-test-key", graphql_url=fake_runpod.url, worker_env={"AWS_SECRET_ACCESS_KEY": "x"})
+    gpu = RunPodPodsResource(
+        api_key="rp-test-key", graphql_url=fake_runpod.url, worker_env={"AWS_SECRET_ACCESS_KEY": "x"}
+    )
     assert "worker_env must not set" in str(probe(instance, s3_storage, gpu)) and fake_runpod.requests == []
 
 
@@ -150,14 +152,23 @@ def test_scope_of_each_gpu_command():
     assert train.writes == (f"studio/{RUN_OUTPUTS}r1/", pipes)
     assert f"studio/uploads/{MODEL}/face/" in train.reads and f"studio/models/{MODEL}/kohya_dataset/" in train.reads
     jobs = [{"output_key": f"models/{MODEL}/checkpoint_evaluations/e1/{n}.png"} for n in ("a", "b")]
-    assert run_scope("b", "studio/", MODEL, {"jobs": jobs}, pipes).writes[0] == f"studio/models/{MODEL}/checkpoint_evaluations/e1/"
+    assert (
+        run_scope("b", "studio/", MODEL, {"jobs": jobs}, pipes).writes[0]
+        == f"studio/models/{MODEL}/checkpoint_evaluations/e1/"
+    )
     with pytest.raises(PodCredentialError, match="outside models/blondie/"):
         run_scope("b", "studio/", MODEL, {"output_prefix": "models/other/x/"}, pipes)
 
 
 def test_session_policy_fits_sts_limit_and_durations_stay_within_sts_bounds():
     long_prefix = "p" * 100 + "/"
-    scope = run_scope("b" * 63, long_prefix, "m" * 40, {"output_prefix": "models/" + "m" * 40 + "/" + "x" * 60 + "/"}, pipes_prefix(long_prefix, "0" * 36))
+    scope = run_scope(
+        "b" * 63,
+        long_prefix,
+        "m" * 40,
+        {"output_prefix": "models/" + "m" * 40 + "/" + "x" * 60 + "/"},
+        pipes_prefix(long_prefix, "0" * 36),
+    )
     assert len(scope.session_policy()) <= SESSION_POLICY_MAX_CHARS
     assert credential_seconds(60) == STS_MIN_SECONDS
     with pytest.raises(PodCredentialError):

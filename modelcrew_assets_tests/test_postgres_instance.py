@@ -61,7 +61,9 @@ def test_sensor_tick_and_partitioned_materialization_on_postgres(postgres_instan
     result = model_uploads_sensor(context)
     assert [request.partition_key for request in result.run_requests] == ["blondie"]
 
-    postgres_instance.add_dynamic_partitions(models_partitions.name, result.dynamic_partitions_requests[0].partition_keys)
+    postgres_instance.add_dynamic_partitions(
+        models_partitions.name, result.dynamic_partitions_requests[0].partition_keys
+    )
     assert postgres_instance.get_dynamic_partitions(models_partitions.name) == ["blondie"]
     outcome = dg.materialize([upload_count], partition_key="blondie", instance=postgres_instance)
     assert outcome.success

@@ -92,7 +92,12 @@ def test_images_cycle_prompts_then_platforms_with_sdxl_bucket_sizes():
     )
     jobs = plan_batch(spec, "b1")
     assert [(job.prompt[0], job.platform) for job in jobs] == [
-        ("a", "instagram_feed"), ("b", "instagram_feed"), ("a", "tiktok"), ("b", "tiktok"), ("a", "square"), ("b", "square")
+        ("a", "instagram_feed"),
+        ("b", "instagram_feed"),
+        ("a", "tiktok"),
+        ("b", "tiktok"),
+        ("a", "square"),
+        ("b", "square"),
     ]
     assert [(job.width, job.height) for job in jobs[::2]] == [(896, 1152), (768, 1344), (1024, 1024)]
     assert all(job.width % 64 == 0 and job.height % 64 == 0 for job in jobs)
@@ -113,7 +118,7 @@ def test_manifest_samplers_are_the_ones_the_renderer_knows():
     from typing import get_args
 
     from modelcrew_assets.manifest import Sampler
-    from modelcrew_assets.worker.generate import SAMPLERS
+    from modelcrew_assets.worker.jobs import SAMPLERS
 
     assert set(get_args(Sampler)) == set(SAMPLERS)
     with pytest.raises(ManifestError, match=r"\[generation\]\.sampler"):
@@ -142,9 +147,19 @@ def test_resume_refuses_images_made_with_other_settings():
     jobs = plan_batch(spec, "b1")
     job = jobs[0]
     record = GeneratedImage(
-        key=image_key("blondie", "b1", 0), sha256="0" * 64, prompt=job.prompt, negative_prompt=job.negative_prompt,
-        seed=job.seed, width=job.width, height=job.height, checkpoint_sha256="c" * 64, index=0,
-        sampler=job.sampler, steps=job.steps, cfg=job.cfg, lora_weight=job.lora_weight,
+        key=image_key("blondie", "b1", 0),
+        sha256="0" * 64,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        seed=job.seed,
+        width=job.width,
+        height=job.height,
+        checkpoint_sha256="c" * 64,
+        index=0,
+        sampler=job.sampler,
+        steps=job.steps,
+        cfg=job.cfg,
+        lora_weight=job.lora_weight,
     )
     check_resumable("b1", jobs, {0: record}, "c" * 64)
     with pytest.raises(BatchMismatchError, match=r"batch 'b1': 1 stored image.*0000\.png.*new batch_id"):

@@ -26,11 +26,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from modelcrew_assets.generated_batches.prompt_packs import image_key, record_key
-from modelcrew_assets.worker.batch import GENERATED_IMAGE
-from modelcrew_assets.worker.generate import CHECKPOINT_SCORE, IMAGE, RenderJob
-from modelcrew_assets.worker.messages import RESULT
-from modelcrew_assets.worker.renderers import SAMPLERS, DiffusersRenderer
-from modelcrew_assets.worker.store import file_sha256
+from modelcrew_assets.object_store import file_sha256
+from modelcrew_assets.worker.jobs import SAMPLERS, RenderJob
+from modelcrew_assets.worker.messages import CHECKPOINT_SCORE, GENERATED_IMAGE, IMAGE, RESULT
+from modelcrew_assets.worker.renderers import DiffusersRenderer
 from modelcrew_assets_tests.builders import jpeg_bytes
 from modelcrew_assets_tests.test_generate import hide_packages, run_worker
 from modelcrew_assets_tests.tiny_sdxl import build_tiny_sdxl, train_kohya_lora
@@ -249,7 +248,8 @@ def batch_jobs(count: int) -> list[dict]:
     return [
         {"index": i, "prompt": f"a photo of sks person, scene {i}", "negative_prompt": "blurry", "seed": 40 + i,
          "width": 256, "height": 192, "platform": "feed", "aspect": "4:3", "sampler": sampler, "steps": 4,
-         "cfg": 5.0, "lora_weight": 0.8, "image_key": image_key("m", "b1", i), "record_key": record_key("m", "b1", i)}
+         "cfg": 5.0, "lora_weight": 0.8, "id": f"{i:04d}", "output_key": image_key("m", "b1", i),
+         "record_key": record_key("m", "b1", i)}
         for i, sampler in enumerate(("euler_a", "dpmpp_2m_karras"))
     ][:count]  # fmt: skip
 

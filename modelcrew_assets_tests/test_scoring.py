@@ -54,8 +54,11 @@ def test_dlib_ranks_the_same_photo_again_above_different_people_and_the_threshol
     groups = [[embedder.embed(v) for v in photographed_again(lfw_photo(face), 3)] for face in lfw[:40]]
     groups = [[v for v in group if v is not None] for group in groups]
     same = np.array([a @ b for group in groups for a, b in itertools.combinations(group, 2)])
-    different = np.array([groups[i][0] @ groups[j][-1] for i, j in itertools.combinations(range(40), 2) if groups[i] and groups[j]])
+    different = np.array(
+        [groups[i][0] @ groups[j][-1] for i, j in itertools.combinations(range(40), 2) if groups[i] and groups[j]]
+    )
     assert (same[:, None] > different[None, :]).mean() > 0.99  # ROC AUC; 1.000 on all 100 faces
+
     def identity(cosine):
         return (cosine - embedder.baseline) / (1 - embedder.baseline)
 
@@ -114,7 +117,10 @@ def test_same_picture_for_every_prompt_shows_as_cross_prompt_similarity(astronau
     same = references.score([Sample(f"p{p}", f"prompt {p}", 7, astronaut) for p in range(4)])
     rng = np.random.default_rng(3)
     different = references.score(
-        [Sample(f"p{p}", f"prompt {p}", 7, Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))) for p in range(4)]
+        [
+            Sample(f"p{p}", f"prompt {p}", 7, Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+            for p in range(4)
+        ]
     )
     assert same.cross_prompt_similarity == pytest.approx(1.0, abs=1e-3)
     assert abs(different.cross_prompt_similarity) < 0.3
@@ -122,7 +128,12 @@ def test_same_picture_for_every_prompt_shows_as_cross_prompt_similarity(astronau
 
 def test_cross_prompt_pairs_compare_the_same_seed_across_prompts():
     image = Image.new("RGB", (8, 8))
-    samples = [Sample("a1", "a", 1, image), Sample("a2", "a", 2, image), Sample("b1", "b", 1, image), Sample("b2", "b", 2, image)]
+    samples = [
+        Sample("a1", "a", 1, image),
+        Sample("a2", "a", 2, image),
+        Sample("b1", "b", 1, image),
+        Sample("b2", "b", 2, image),
+    ]
     assert cross_prompt_pairs(samples) == [(0, 2), (1, 3)]
     assert cross_prompt_pairs([samples[0], samples[3]]) == [(0, 1)]
 
@@ -132,12 +143,16 @@ def test_thumbnail_correlation_is_one_for_the_same_picture_at_another_size(astro
 
 
 def test_reference_without_a_face_is_an_error_naming_the_file(astronaut):
-    with pytest.raises(ValueError, match=r"no face found by dlib-hog\+5pt\+resnet-v1 in reference image\(s\) uploads/m/face/wall.jpg"):
+    with pytest.raises(
+        ValueError, match=r"no face found by dlib-hog\+5pt\+resnet-v1 in reference image\(s\) uploads/m/face/wall.jpg"
+    ):
         ReferenceFaces(DlibEmbedder(), [("uploads/m/face/wall.jpg", Image.new("RGB", (300, 300), "white"))], [])
 
 
 def test_without_sface_weights_dlib_is_used_and_named(tmp_path):
-    embedder = load_embedder({"MODELCREW_YUNET_MODEL": str(tmp_path / "none.onnx"), "MODELCREW_SFACE_MODEL": str(tmp_path / "none.onnx")})
+    embedder = load_embedder(
+        {"MODELCREW_YUNET_MODEL": str(tmp_path / "none.onnx"), "MODELCREW_SFACE_MODEL": str(tmp_path / "none.onnx")}
+    )
     assert embedder.name == DLIB_EMBEDDER
 
 
@@ -148,5 +163,7 @@ def test_model_files_are_found_without_importing_face_recognition_models():
 
 
 def test_a_missing_model_file_names_the_file_and_the_setting(tmp_path):
-    with pytest.raises(FaceModelsMissingError, match=rf"{tmp_path}/shape_predictor_5_face_landmarks.dat is missing.*{MODELS_DIR_ENV}"):
+    with pytest.raises(
+        FaceModelsMissingError, match=rf"{tmp_path}/shape_predictor_5_face_landmarks.dat is missing.*{MODELS_DIR_ENV}"
+    ):
         model_path("shape_predictor_5_face_landmarks.dat", {MODELS_DIR_ENV: str(tmp_path)})

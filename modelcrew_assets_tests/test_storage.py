@@ -1,8 +1,10 @@
 import hashlib
+import threading
 
 import httpx
 import pytest
 
+from modelcrew_assets.object_store import ObjectStore, Storage
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.resources.storage_backends import StorageNotReachableError
 from modelcrew_assets.storage_keys import InvalidKeyError, safe_file_name
@@ -43,14 +45,66 @@ def test_put_if_absent_never_overwrites(storage):
     assert storage.get_bytes("uploads/m/face/a.jpg") == b"first"
 
 
+@pytest.mark.parametrize("round_", range(5))
+def test_put_if_absent_has_exactly_one_winner_among_racing_writers(storage, round_):
+    writers = 8
+    start, results = threading.Barrier(writers), [None] * writers
+
+    def write(index: int) -> None:
+        start.wait()
+        results[index] = storage.put_if_absent(f"uploads/m/ledger/{round_}.json", f"writer {index}".encode())
+
+    threads = [threading.Thread(target=write, args=(index,)) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [index for index, result in enumerate(results) if result is not None]
+    assert len(winners) == 1
+    assert storage.get_bytes(f"uploads/m/ledger/{round_}.json") == f"writer {winners[0]}".encode()
+
+
+def test_files_go_up_streamed_and_come_down_whole(storage, tmp_path):
+    source = tmp_path / "checkpoint.safetensors"
+    source.write_bytes(bytes(range(256)) * 4096)
+    put = storage.put_file("models/m/lora_checkpoints/r/a.safetensors", source)
+    assert (put.sha256, put.size) == (hashlib.sha256(source.read_bytes()).hexdigest(), source.stat().st_size)
+    assert storage.content_sha256(put.key) == put.sha256
+    storage.download(put.key, tmp_path / "back" / "a.safetensors")
+    assert (tmp_path / "back" / "a.safetensors").read_bytes() == source.read_bytes()
+    with pytest.raises(KeyError, match="nothing/here"):
+        storage.download("nothing/here", tmp_path / "missing")
+
+
+def test_object_store_and_the_resource_are_one_storage(tmp_path):
+    url = f"file://{tmp_path / 'storage'}"
+    store, resource = ObjectStore.from_url(url), StorageResource(url=url)
+    members = [name for name in vars(Storage) if not name.startswith("_")]
+    assert members and all(callable(getattr(api, name)) for api in (store, resource) for name in members)
+    written = resource.put_bytes("a/b.txt", b"same")
+    assert store.get_bytes("a/b.txt") == b"same" and store.content_sha256("a/b.txt") == written.sha256
+    assert [item.key for item in store.list("a/")] == [item.key for item in resource.list("a/")]
+
+
 def test_there_is_no_delete(storage):
-    assert not any(name.startswith("delete") or name.startswith("remove") for name in dir(storage))
+    for api in (storage, storage.store):
+        assert not any(name.startswith("delete") or name.startswith("remove") for name in dir(api))
 
 
 @pytest.mark.parametrize(
     "key",
-    ["../etc/passwd", "uploads/../../x", "/abs/key", "uploads//x", "uploads/./x", "C:/x", "a\\b", "up\x00loads/x",
-     "uploads/x\n", ""],
+    [
+        "../etc/passwd",
+        "uploads/../../x",
+        "/abs/key",
+        "uploads//x",
+        "uploads/./x",
+        "C:/x",
+        "a\\b",
+        "up\x00loads/x",
+        "uploads/x\n",
+        "",
+    ],
 )
 def test_unsafe_keys_are_refused(storage, key):
     with pytest.raises(InvalidKeyError):
@@ -79,7 +133,7 @@ def test_local_writes_leave_no_temp_files(local_storage, tmp_path):
 
 def test_unsupported_url_names_the_variable():
     with pytest.raises(ValueError, match="MODELCREW_STORAGE_URL 'ftp://x'"):
-        StorageResource(url="ftp://x").backend
+        _ = StorageResource(url="ftp://x").backend
 
 
 @pytest.mark.parametrize(

@@ -10,24 +10,24 @@ import pytest
 from PIL import Image, ImageOps
 
 from modelcrew_assets.handoffs import SwappedFaces, read_index
-from modelcrew_assets.resources.maxstudio import MaxStudioResource
 from modelcrew_assets.resources.storage_backends import StorageNotReachableError
 from modelcrew_assets.settings import MissingCredentialError
 from modelcrew_assets.storage_keys import targets_prefix
 from modelcrew_assets.swapped_faces.assets import swapped_faces
 from modelcrew_assets.swapped_faces.ledger import LedgerRecord, LedgerStore
+from modelcrew_assets.swapped_faces.simulated import SimulatedSwapResource
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, upload_model
 
 MODEL = "blondie"
 
 
-def materialize(instance, storage, maxstudio, config=None, raise_on_error=True):
+def materialize(instance, storage, face_swaps, config=None, raise_on_error=True):
     instance.add_dynamic_partitions("models", [MODEL])
     return dg.materialize(
         [swapped_faces],
         partition_key=MODEL,
         instance=instance,
-        resources={"storage": storage, "maxstudio": maxstudio},
+        resources={"storage": storage, "face_swaps": face_swaps},
         run_config={"ops": {"swapped_faces": {"config": config}}} if config else None,
         raise_on_error=raise_on_error,
     )
@@ -45,7 +45,7 @@ def ledger_records(storage) -> list[LedgerRecord]:
 
 def test_dry_run_swaps_every_target_with_labelled_results(instance, local_storage, astronaut):
     upload_model(local_storage, astronaut, MODEL, targets=3)
-    result = materialize(instance, local_storage, MaxStudioResource(dry_run=True))
+    result = materialize(instance, local_storage, SimulatedSwapResource())
 
     meta = metadata(result)
     assert (meta["swapped"], meta["jobs_created"], meta["dry_run"]) == (3, 0, True)
@@ -59,7 +59,7 @@ def test_dry_run_swaps_every_target_with_labelled_results(instance, local_storag
         assert sidecar["target_sha256"] == local_storage.content_sha256(image.target_key)
         assert image.face_box is not None
 
-    again = metadata(materialize(instance, local_storage, MaxStudioResource(dry_run=True)))
+    again = metadata(materialize(instance, local_storage, SimulatedSwapResource()))
     assert (again["cached"], again["swapped"]) == (3, 0)
 
 
@@ -207,7 +207,7 @@ def test_ambiguous_create_needs_attention_and_is_recreated_only_when_asked(
 
 
 def test_no_face_and_unreadable_targets_are_listed_not_fatal(instance, s3_storage, astronaut, fake_maxstudio):
-    fake_maxstudio.faults.detect_with_haar = True
+    fake_maxstudio.faults.detect_with_dlib = True
     upload_model(s3_storage, astronaut, MODEL, targets=4)
     s3_storage.put_bytes(f"{targets_prefix(MODEL)}wall.jpg", jpeg_bytes(Image.new("RGB", (400, 300), "gray")))
     s3_storage.put_bytes(f"{targets_prefix(MODEL)}broken.jpg", b"\xff\xd8 not really a jpeg")
@@ -258,7 +258,7 @@ def test_faces_option_swaps_the_largest_face_or_every_face(
     two_faces.paste(ImageOps.mirror(astronaut).resize((480, 480)), (600, 60))
     upload_model(s3_storage, astronaut, MODEL, targets=0, manifest=manifest_text(extra=f'[swap]\nfaces = "{faces}"\n'))
     s3_storage.put_bytes(f"{targets_prefix(MODEL)}two-faces.jpg", jpeg_bytes(two_faces))
-    fake_maxstudio.faults.detect_with_haar = True
+    fake_maxstudio.faults.detect_with_dlib = True
     materialize(instance, s3_storage, fake_maxstudio.resource())
     [job] = [job for job in fake_maxstudio.jobs.values() if job.kind == "swap"]
     assert len(job.boxes) == swapped_boxes

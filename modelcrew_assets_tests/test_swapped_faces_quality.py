@@ -5,11 +5,12 @@ from PIL import Image, ImageFilter, ImageOps
 
 from modelcrew_assets.definitions import defs
 from modelcrew_assets.near_duplicates import dhash, find_near_duplicates, hamming
-from modelcrew_assets.resources.maxstudio import MaxStudioResource
 from modelcrew_assets.storage_keys import face_prefix, manifest_key, targets_prefix
+from modelcrew_assets.swapped_faces import checks as gate
 from modelcrew_assets.swapped_faces.assets import swapped_faces
-from modelcrew_assets.swapped_faces.checks import checks
+from modelcrew_assets.swapped_faces.checks import ONE_FACE, checks
 from modelcrew_assets.swapped_faces.quality import MIN_SHARPNESS, face_count, sharpness
+from modelcrew_assets.swapped_faces.simulated import SimulatedSwapResource
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text
 from modelcrew_assets_tests.face_fixtures import one_person_photos
 
@@ -26,8 +27,13 @@ def test_near_duplicates_survive_resize_and_recompression_but_not_a_different_ph
     assert [(p.first, p.second) for p in pairs] == [("a", "b")]
 
 
-def test_quality_checks_list_small_blurry_duplicate_and_two_face_results(instance, local_storage, astronaut):
+def test_quality_checks_list_small_blurry_duplicate_and_two_face_results(
+    instance, local_storage, astronaut, monkeypatch
+):
     storage = local_storage
+    decoded = []
+    decode = gate.decode_image
+    monkeypatch.setattr(gate, "decode_image", lambda data, name: decoded.append(name) or decode(data, name))
     storage.put_bytes(manifest_key("blondie"), manifest_text().encode())
     storage.put_bytes(face_prefix("blondie") + "face.jpg", jpeg_bytes(astronaut))
     two_faces = Image.new("RGB", (1100, 600), "white")
@@ -47,7 +53,7 @@ def test_quality_checks_list_small_blurry_duplicate_and_two_face_results(instanc
         [swapped_faces, *checks],
         partition_key="blondie",
         instance=instance,
-        resources={"storage": storage, "maxstudio": MaxStudioResource(dry_run=True)},
+        resources={"storage": storage, "face_swaps": SimulatedSwapResource()},
         raise_on_error=False,
     )
     assert not result.success, "a failed blocking check fails the run, so nothing downstream trains on it"
@@ -55,10 +61,13 @@ def test_quality_checks_list_small_blurry_duplicate_and_two_face_results(instanc
     offenders = {name: e.metadata["offenders"].value for name, e in evaluations.items()}
 
     resolution = evaluations["swapped_faces_meet_sdxl_resolution"]
+    assert len(decoded) == len(set(decoded)) == resolution.metadata["checked"].value, "four checks, one decode each"
     assert not resolution.passed and resolution.severity == dg.AssetCheckSeverity.WARN
     assert "sharp.jpg: 512x512" in offenders["swapped_faces_meet_sdxl_resolution"]
     assert not evaluations["swapped_faces_are_sharp"].passed
-    assert "blurry.jpg" in offenders["swapped_faces_are_sharp"] and "sharp.jpg" not in offenders["swapped_faces_are_sharp"]
+    assert (
+        "blurry.jpg" in offenders["swapped_faces_are_sharp"] and "sharp.jpg" not in offenders["swapped_faces_are_sharp"]
+    )
     assert not evaluations["swapped_faces_have_no_near_duplicates"].passed
     pairs = offenders["swapped_faces_have_no_near_duplicates"]
     assert pairs.startswith("- uploads/blondie/targets/sharp-twin.jpg ~ uploads/blondie/targets/sharp.jpg (distance")
@@ -80,12 +89,14 @@ def test_one_face_check_passes_on_swapped_photos_over_busy_backgrounds(instance,
     for name, image in one_person_photos()[:6]:
         storage.put_bytes(targets_prefix("blondie") + f"{name}.jpg", jpeg_bytes(image))
     instance.add_dynamic_partitions("models", ["blondie"])
-    one_face = next(check for check in checks if check.check_key.name == "swapped_faces_have_one_face_each")
+    # The gate is one multi-asset check; this selects only its one-face check from it.
+    one_face = dg.AssetCheckKey(dg.AssetKey("swapped_faces"), ONE_FACE)
     result = dg.materialize(
-        [swapped_faces, one_face],
+        [swapped_faces, *checks],
+        selection=dg.AssetSelection.assets(swapped_faces).without_checks() | dg.AssetSelection.checks(one_face),
         partition_key="blondie",
         instance=instance,
-        resources={"storage": storage, "maxstudio": MaxStudioResource(dry_run=True)},
+        resources={"storage": storage, "face_swaps": SimulatedSwapResource()},
         raise_on_error=False,
     )
     evaluation = result.get_asset_check_evaluations()[0]

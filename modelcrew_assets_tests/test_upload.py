@@ -20,7 +20,8 @@ def request(astronaut, model="blondie", manifest=None, targets=None, faces=None,
         model=model,
         manifest=SourceFile("model.toml", (manifest or manifest_text(model, model)).encode()),
         faces=faces or (SourceFile("face.jpg", jpeg_bytes(astronaut)),),
-        targets=targets or tuple(SourceFile(f"t{i}.jpg", jpeg_bytes(v)) for i, v in enumerate(target_variants(astronaut, 3))),
+        targets=targets
+        or tuple(SourceFile(f"t{i}.jpg", jpeg_bytes(v)) for i, v in enumerate(target_variants(astronaut, 3))),
         captions=captions,
     )
 
@@ -124,6 +125,14 @@ def test_model_needs_a_face_and_a_target(local_storage, astronaut):
     with pytest.raises(UploadError) as raised:
         upload(local_storage, UploadRequest("blondie", request(astronaut).manifest))
     assert "no face image" in str(raised.value) and "no target photo" in str(raised.value)
+
+
+def test_a_text_file_given_as_the_face_is_named_as_the_face_once(local_storage, astronaut):
+    with pytest.raises(UploadError) as raised:
+        upload(local_storage, request(astronaut, faces=(SourceFile("notes.txt", b"not a photo"),)))
+    # One problem, the face that is not an image; no extra "none was given".
+    [problem] = raised.value.problems
+    assert problem.startswith("face image notes.txt: not an image")
 
 
 @pytest.mark.parametrize("model", ["../etc", "Blondie", "a/b", ""])

@@ -49,7 +49,9 @@ def calls(settled, monkeypatch) -> ListingCalls:
 
 
 def tick(instance, storage, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs
+    )
     result = model_uploads_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(models_partitions.name, list(request.partition_keys))
@@ -80,7 +82,9 @@ def test_new_model_via_the_queue_starts_one_run_without_a_full_listing(calls, in
     assert calls.take() == ["uploads/blondie/"], "only the model whose keys arrived is listed"
 
 
-def test_lost_event_is_caught_by_the_reconciliation(calls, instance, s3_storage, upload_queue, settled, astronaut, monkeypatch):
+def test_lost_event_is_caught_by_the_reconciliation(
+    calls, instance, s3_storage, upload_queue, settled, astronaut, monkeypatch
+):
     upload_model(s3_storage, astronaut, "blondie")
     assert upload_queue.take_all(), "the upload's events were on the queue before they were lost"
     missed = tick(instance, s3_storage, settled)
@@ -110,7 +114,9 @@ def test_redelivered_event_starts_nothing_new(calls, instance, s3_storage, uploa
     assert calls.take() == ["uploads/blondie/"]
 
 
-def test_tick_that_fails_after_receiving_gets_its_events_back(instance, s3_storage, upload_queue, settled, astronaut, monkeypatch):
+def test_tick_that_fails_after_receiving_gets_its_events_back(
+    instance, s3_storage, upload_queue, settled, astronaut, monkeypatch
+):
     monkeypatch.setenv(UPLOAD_QUEUE_VISIBILITY_SECONDS_ENV, "1")
     upload_model(s3_storage, astronaut, "blondie")
 
@@ -128,7 +134,9 @@ def test_tick_that_fails_after_receiving_gets_its_events_back(instance, s3_stora
     assert [request.partition_key for request in retried.run_requests] == ["blondie"]
 
 
-def test_events_are_deleted_by_the_tick_after_the_one_that_used_them(instance, s3_storage, upload_queue, settled, astronaut):
+def test_events_are_deleted_by_the_tick_after_the_one_that_used_them(
+    instance, s3_storage, upload_queue, settled, astronaut
+):
     upload_model(s3_storage, astronaut, "blondie")
     first = tick(instance, s3_storage, settled)
     assert len(first.run_requests) == 1
@@ -138,8 +146,8 @@ def test_events_are_deleted_by_the_tick_after_the_one_that_used_them(instance, s
     assert upload_queue.counts() == (0, 0)
 
 
-def test_s3_test_event_and_malformed_messages_are_dropped_with_a_log_line(calls, 
-    instance, s3_storage, upload_queue, settled, capfd, moto_endpoint
+def test_s3_test_event_and_malformed_messages_are_dropped_with_a_log_line(
+    calls, instance, s3_storage, upload_queue, settled, capfd, moto_endpoint
 ):
     backend = s3_storage.backend
     point_bucket_at(moto_endpoint, backend.bucket, backend.prefix, upload_queue.arn)  # configured again: a TestEvent
@@ -169,7 +177,9 @@ def test_a_tick_takes_a_bounded_number_of_events(instance, s3_storage, upload_qu
     assert upload_queue.counts() == (0, 2)
 
 
-def test_an_unreachable_queue_falls_back_to_the_full_listing(calls, instance, s3_storage, upload_queue, settled, astronaut, capfd, monkeypatch):
+def test_an_unreachable_queue_falls_back_to_the_full_listing(
+    calls, instance, s3_storage, upload_queue, settled, astronaut, capfd, monkeypatch
+):
     monkeypatch.setenv(UPLOAD_QUEUE_URL_ENV, upload_queue.url + "-missing")
     upload_model(s3_storage, astronaut, "blondie")
     result = tick(instance, s3_storage, settled)

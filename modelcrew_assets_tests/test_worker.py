@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from modelcrew_assets.object_store import ObjectStore
 from modelcrew_assets.worker.kohya import (
     Recipe,
     TrainPaths,
@@ -24,7 +25,6 @@ from modelcrew_assets.worker.kohya import (
 )
 from modelcrew_assets.worker.safetensors_header import is_complete, parse_header, read_header
 from modelcrew_assets.worker.stand_in_trainer import lora_safetensors, parser, save_state
-from modelcrew_assets.worker.store import WorkerStore
 from modelcrew_assets.worker.uploader import Reporter, Uploader, state_is_whole
 
 # Every option sd-scripts' sdxl_train_network.py parser accepts that the worker uses, read from
@@ -139,7 +139,10 @@ def test_half_written_safetensors_is_not_complete(tmp_path: Path):
     header = read_header(partial)
     assert header.metadata["ss_network_dim"] == "8" and header.metadata["ss_network_alpha"] == "4"
     assert all(name.startswith("lora_unet_") for name in header.tensors)
-    assert header.tensors["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight"]["shape"] == [8, 64]
+    assert header.tensors["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight"]["shape"] == [
+        8,
+        64,
+    ]
     assert parse_header(data).total_size == len(data)
 
 
@@ -301,23 +304,40 @@ def test_checkpoint_steps_end_with_the_last_step():
     assert Recipe(max_train_steps=100, save_every_n_steps=250).checkpoint_steps == (100,)
 
 
-TRAINING_MODULES = (
-    "__init__", "kohya", "messages", "safetensors_header", "store", "train", "uploader", "resume", "stand_in_trainer",
+TRAINING_MODULES = tuple(
+    f"worker/{name}"
+    for name in (
+        "__init__", "heartbeat", "kohya", "messages", "safetensors_header", "store", "train", "uploader", "resume",
+        "stand_in_trainer",
+    )
 )  # fmt: skip
+# The project's Dagster-free storage, which the worker shares with the orchestrator.
+SHARED_MODULES = {
+    "modelcrew_assets.object_store": "object_store",
+    "modelcrew_assets.resources.storage_backends": "resources/storage_backends",
+    "modelcrew_assets.storage_keys": "storage_keys",
+}
 
 
-def test_training_worker_imports_nothing_but_the_stdlib_boto3_and_dagster_pipes():
-    allowed = {"boto3", "dagster_pipes"}
-    package = Path(__file__).parents[1] / "modelcrew_assets" / "worker"
-    for module in TRAINING_MODULES:
+def test_training_worker_imports_nothing_but_the_stdlib_boto3_pydantic_and_dagster_pipes():
+    allowed = {"boto3", "botocore", "dagster_pipes", "pydantic"}
+    package = Path(__file__).parents[1] / "modelcrew_assets"
+    for module in (*TRAINING_MODULES, *SHARED_MODULES.values()):
         path = package / f"{module}.py"
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             for name in names:
                 top = name.split(".")[0]
-                inside = name.startswith("modelcrew_assets.worker")
-                assert top in sys.stdlib_module_names or top in allowed or inside, f"{path.name} imports {name}"
+                inside = name.startswith("modelcrew_assets.worker") or name in SHARED_MODULES
+                assert top in sys.stdlib_module_names or top in allowed or inside, f"{module}.py imports {name}"
+
+
+def test_the_worker_image_installs_every_package_the_training_worker_imports():
+    """botocore comes with boto3; the rest must be on the worker image's own pip line."""
+    dockerfile = (Path(__file__).parents[1] / "deploy/worker/Dockerfile").read_text()
+    for distribution in ("boto3", "dagster-pipes", "pydantic"):
+        assert f'"{distribution}' in dockerfile, f"deploy/worker/Dockerfile does not install {distribution}"
 
 
 def test_worker_entry_point_imports_neither_dagster_nor_the_image_stack():
@@ -350,8 +370,12 @@ def uploader_for(tmp_path: Path, recipe: Recipe, attempt: str = "a1", lineage=No
     pipes = RecordingPipes()
     output = tmp_path / "out"
     (output / "sample").mkdir(parents=True, exist_ok=True)
-    store = WorkerStore(f"file://{tmp_path / 'store'}")
+    store = ObjectStore.from_url(f"file://{tmp_path / 'store'}")
     return Uploader(store, Reporter(pipes), output, "run/", "m", recipe, attempt, lineage), pipes
+
+
+def stored_keys(url: str, prefix: str) -> list[str]:
+    return [item.key for item in ObjectStore.from_url(url).list(prefix)]
 
 
 def checkpoint_bytes(step: int) -> bytes:
@@ -373,13 +397,13 @@ def test_a_state_whose_files_are_still_being_written_is_not_uploaded(tmp_path: P
     (state / "optimizer.bin").write_bytes((whole / "optimizer.bin").read_bytes()[:100])
     for _ in range(3):  # sizes settle: the old rule (train_state.json there, sizes stable) took this as whole
         uploader.scan()
-    stored = WorkerStore(f"file://{tmp_path / 'store'}").list_keys("run/state/")
+    stored = stored_keys(f"file://{tmp_path / 'store'}", "run/state/")
     assert stored == [] and not state_is_whole(state, recipe)
 
     (state / "optimizer.bin").write_bytes((whole / "optimizer.bin").read_bytes())
     (state / "random_states_0.pkl").write_bytes((whole / "random_states_0.pkl").read_bytes())
     uploader.scan(final=True)
-    stored = WorkerStore(f"file://{tmp_path / 'store'}").list_keys("run/state/")
+    stored = stored_keys(f"file://{tmp_path / 'store'}", "run/state/")
     folder = "run/state/m-step00000005-state/"
     assert sorted(stored) == sorted(folder + name for name in (*recipe.state_files, "checkpoints.json"))
     lineage = json.loads((tmp_path / "store" / folder / "checkpoints.json").read_text())
@@ -403,7 +427,9 @@ def test_stored_checkpoints_are_never_overwritten_and_a_retrained_step_is_kept_a
     other.scan(final=True)
     assert stored.read_bytes() == original
     assert pipes.messages[0]["key"] == "run/attempts/a3/m-step00000005.safetensors"
-    assert (tmp_path / "store" / "run" / "attempts" / "a3" / "m-step00000005.safetensors").read_bytes() == checkpoint_bytes(6)
+    assert (
+        tmp_path / "store" / "run" / "attempts" / "a3" / "m-step00000005.safetensors"
+    ).read_bytes() == checkpoint_bytes(6)
 
 
 def test_final_weights_are_stored_as_the_last_step_unless_that_is_a_save_step(tmp_path: Path):
@@ -423,6 +449,6 @@ def test_final_weights_are_stored_as_the_last_step_unless_that_is_a_save_step(tm
     (tmp_path / "b" / "out" / "m.safetensors").write_bytes(checkpoint_bytes(10))
     uploader.scan(final=True)
     assert [m["step"] for m in pipes.messages] == [5, 10]
-    assert WorkerStore(f"file://{tmp_path / 'b' / 'store'}").list_keys("run/") == [
+    assert stored_keys(f"file://{tmp_path / 'b' / 'store'}", "run/") == [
         "run/m-step00000005.safetensors", "run/m-step00000010.safetensors",
     ]  # fmt: skip

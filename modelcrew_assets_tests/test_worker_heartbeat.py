@@ -8,9 +8,9 @@ import time
 import dagster as dg
 import pytest
 
-from modelcrew_assets.resources.gpu import GpuExecutorResource, LocalGpuResource
+from modelcrew_assets.resources.gpu import GpuExecutorResource, SimulatedGpuResource
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.worker.heartbeat import HEARTBEAT
+from modelcrew_assets.worker.messages import HEARTBEAT
 from modelcrew_assets_tests.test_lora_checkpoints import failure_message, seed_dataset
 
 QUIET_SECONDS = 4  # 20 steps of 0.2 s, one checkpoint at the end
@@ -22,7 +22,7 @@ EXTRAS: dict = {}
 def quiet_training(context: dg.AssetExecutionContext, storage: StorageResource, gpu: GpuExecutorResource):
     """What a stage sees of the worker: its messages' types, in order."""
     run = gpu.run(context, worker_args=["train"], extras=EXTRAS, storage=storage)
-    return dg.MaterializeResult(metadata={"message_types": [m.get("type") for m in run.messages]})
+    return dg.MaterializeResult(metadata={"message_types": [m.type for m in run.messages]})
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def quiet_worker(local_storage: StorageResource, monkeypatch) -> StorageResource
 
 
 def train_quietly(instance, storage, heartbeat_seconds: float) -> dg.ExecuteInProcessResult:
-    gpu = LocalGpuResource(
-        dry_run=True, heartbeat_seconds=heartbeat_seconds, silence_timeout_seconds=SILENCE_TIMEOUT,
+    gpu = SimulatedGpuResource(
+        heartbeat_seconds=heartbeat_seconds, silence_timeout_seconds=SILENCE_TIMEOUT,
         lost_worker_retries=0,
     )  # fmt: skip
     return dg.materialize(

@@ -47,7 +47,6 @@ class DevTools:
         )
         return self.call("Runtime.evaluate", expression=script, returnByValue=True)["result"]["value"]
 
-
     def click_icons(self, name: str, times: int | None = None) -> None:
         """Click the first such icon `times` times, or until none is left (each click re-renders)."""
         script = (
@@ -59,7 +58,6 @@ class DevTools:
             if not self.call("Runtime.evaluate", expression=script, returnByValue=True)["result"]["value"]:
                 return
             time.sleep(1.5)
-
 
     def drag(self, start: tuple[int, int], end: tuple[int, int]) -> None:
         """Press, move and release the left mouse button: pans a graph view."""
@@ -102,7 +100,9 @@ def main() -> None:
         )  # fmt: skip
         try:
             tools = DevTools(page_websocket(DEBUG_PORT, time.monotonic() + 30))
-            tools.call("Emulation.setDeviceMetricsOverride", width=args.width, height=900, deviceScaleFactor=1, mobile=False)
+            tools.call(
+                "Emulation.setDeviceMetricsOverride", width=args.width, height=900, deviceScaleFactor=1, mobile=False
+            )
             tools.call("Page.navigate", url=args.url)
             time.sleep(args.settle_seconds)
             for text in args.click:

@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/install.sh --test
 # exiftool reads the exported JPEGs' XMP labels back in the platform_exports tests (CI runs as root on Debian).
 command -v exiftool >/dev/null || (apt-get update -qq && apt-get install -y -qq libimage-exiftool-perl)
-exec .venv/bin/python -m pytest "$@"
+# Lint and format first (ruff, configured in pyproject.toml): seconds, and a failure names the file and line.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest -n 2 "$@"

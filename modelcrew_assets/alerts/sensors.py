@@ -21,7 +21,11 @@ def failure_message(context: dg.RunFailureSensorContext, link: str) -> str:
     steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
     error = context.failure_event.message or "no error message"
     first_step_error = next(
-        (_root_cause(e.step_failure_data.error) for e in context.get_step_failure_events() if e.step_failure_data.error),
+        (
+            _root_cause(e.step_failure_data.error)
+            for e in context.get_step_failure_events()
+            if e.step_failure_data.error
+        ),
         None,
     )
     reason = (first_step_error or error).strip().splitlines()[0][:_MAX_ERROR_CHARS]

@@ -1,6 +1,5 @@
 """The captions asset: one training caption per swapped image, trigger word first, and the checks on them."""
 
-
 from collections import Counter
 
 import dagster as dg
@@ -19,7 +18,7 @@ from modelcrew_assets.handoffs import (
 from modelcrew_assets.imaging import decode_image, markdown_image
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
-from modelcrew_assets.resources.captioner import CaptionerResource
+from modelcrew_assets.resources.captioner import CaptionServiceResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix
 
@@ -28,31 +27,29 @@ PREVIEW_ROWS = 20
 
 @dg.asset(
     partitions_def=models_partitions,
-    deps=["swapped_faces"],
+    deps=[SwappedFaces.ASSET],
     group_name="training_data",
     kinds={"openai"},
     check_specs=[
-        dg.AssetCheckSpec("captions_start_with_trigger", asset="captions"),
-        dg.AssetCheckSpec("every_image_has_a_caption", asset="captions"),
-        dg.AssetCheckSpec("captions_fit_token_window", asset="captions"),
+        dg.AssetCheckSpec("captions_start_with_trigger", asset=Captions.ASSET),
+        dg.AssetCheckSpec("every_image_has_a_caption", asset=Captions.ASSET),
+        dg.AssetCheckSpec("captions_fit_token_window", asset=Captions.ASSET),
     ],
 )
 def captions(
-    context: dg.AssetExecutionContext, storage: StorageResource, captioner: CaptionerResource
+    context: dg.AssetExecutionContext, storage: StorageResource, captioner: CaptionServiceResource
 ) -> dg.MaterializeResult:
     """One training caption per swapped image: trigger word first, identity left to the trigger."""
     model = context.partition_key
     spec = read_model_spec(storage, model)
     swapped = read_index(storage, model, SwappedFaces)
-    if not captioner.enabled and not captioner.dry_run:
-        context.log.warning(
-            "captions: CAPTION_API_BASE_URL is not set, so every image without a hand caption gets a template "
-            "caption; set CAPTION_API_BASE_URL and CAPTION_MODEL (and CAPTION_API_KEY for hosted APIs)"
-        )
+    warning = captioner.template_warning()
+    if warning:
+        context.log.warning(warning)
     run = build_captions(storage, captioner, spec, swapped.images, LIKENESS_PROMPT)
     for item in run.items:
         storage.put_bytes(caption_key(model, item.image_sha256), (item.caption + "\n").encode(), "text/plain")
-    dry_run = captioner.dry_run or swapped.dry_run
+    dry_run = captioner.simulated or swapped.dry_run  # made by, or from, a simulated provider
     index = Captions(model=model, dry_run=dry_run, prompt_version=LIKENESS_PROMPT.version, items=run.items)
     write_index(storage, index)
     if run.unmatched_hand_captions:
@@ -63,10 +60,10 @@ def captions(
 
     sources = Counter(item.source for item in run.items)
     metadata = {
-        "dagster/uri": dg.MetadataValue.path(storage.uri(asset_prefix(model, "captions"))),
+        "dagster/uri": dg.MetadataValue.path(storage.uri(asset_prefix(model, Captions.ASSET))),
         "dagster/row_count": len(run.items),
         "prompt_version": LIKENESS_PROMPT.version,
-        "caption_model": captioner.model if captioner.enabled else "none (template captions)",
+        "caption_model": captioner.caption_model or "none (template captions)",
         "from_model": sources["model"],
         "from_hand": sources["hand"],
         "from_template": sources["template"],
@@ -78,9 +75,7 @@ def captions(
     }
     if run.unmatched_hand_captions:
         metadata["unmatched_hand_captions"] = ", ".join(run.unmatched_hand_captions)
-    return dg.MaterializeResult(
-        metadata=metadata, check_results=caption_checks(storage, spec, swapped, run.items)
-    )
+    return dg.MaterializeResult(metadata=metadata, check_results=caption_checks(storage, spec, swapped, run.items))
 
 
 def caption_checks(

@@ -17,7 +17,7 @@ from modelcrew_assets.face_detection import largest_face
 from modelcrew_assets.handoffs import CaptionedImage, SwappedFace
 from modelcrew_assets.imaging import decode_image
 from modelcrew_assets.manifest import ModelSpec
-from modelcrew_assets.resources.captioner import CaptionerResource
+from modelcrew_assets.resources.captioner import CaptionServiceResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix, hand_captions_prefix
 
@@ -59,7 +59,7 @@ def read_hand_captions(storage: StorageResource, model: str) -> dict[str, str]:
 
 def build_captions(
     storage: StorageResource,
-    captioner: CaptionerResource,
+    captioner: CaptionServiceResource,
     spec: ModelSpec,
     images: Sequence[SwappedFace],
     prompt: CaptionPrompt,
@@ -101,21 +101,21 @@ def _detect_face(storage: StorageResource, image: SwappedFace) -> tuple[int, int
 
 async def _ask_model(
     storage: StorageResource,
-    captioner: CaptionerResource,
+    captioner: CaptionServiceResource,
     spec: ModelSpec,
     images: Sequence[SwappedFace],
     prompt: CaptionPrompt,
 ) -> tuple[dict[str, str], int]:
     """Raw answers by image sha256, and how many came from the cache. Each answer is cached the moment it
     arrives, so a failed or cancelled run pays only for the images still missing when it is re-run."""
-    caption_model = captioner.model_name()
     class_word = spec.model.class_word
     instruction = prompt.user_text(class_word)
-    # Prepare at most two batches ahead of the requests in flight: bounded memory, no idle connections.
-    ahead = asyncio.Semaphore(captioner.max_concurrency * 2)
     log = get_dagster_logger()
 
     async with captioner.session() as session:
+        caption_model = session.model
+        # Prepare at most two batches ahead of the requests in flight: bounded memory, no idle connections.
+        ahead = asyncio.Semaphore(session.max_concurrency * 2)
 
         async def one(image: SwappedFace) -> tuple[str, bool]:
             key = cache_key(spec.name, image.sha256, prompt, caption_model, class_word)

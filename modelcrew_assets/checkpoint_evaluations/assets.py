@@ -45,7 +45,7 @@ from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix, face_prefix, is_image_name
-from modelcrew_assets.worker.generate import CHECKPOINT_SCORE
+from modelcrew_assets.worker.messages import CheckpointScored
 
 ASSET = CheckpointEvaluations.ASSET
 
@@ -76,7 +76,8 @@ class Evaluation:
 
 
 @dg.asset(
-    deps=["lora_checkpoints"],
+    # The stand-in and the identity scores read the training photos too.
+    deps=[LoraCheckpoints.ASSET, SwappedFaces.ASSET],
     partitions_def=models_partitions,
     pool="gpu",
     group_name="training",
@@ -87,7 +88,10 @@ class Evaluation:
     ],
 )
 def checkpoint_evaluations(
-    context: dg.AssetExecutionContext, config: CheckpointEvaluationConfig, storage: StorageResource, gpu: GpuExecutorResource
+    context: dg.AssetExecutionContext,
+    config: CheckpointEvaluationConfig,
+    storage: StorageResource,
+    gpu: GpuExecutorResource,
 ) -> dg.MaterializeResult:
     """Every checkpoint's samples scored for likeness and memorization, and the best checkpoint chosen."""
     model = context.partition_key
@@ -126,7 +130,7 @@ def checkpoint_evaluations(
     grid_put = storage.put_bytes(prefix + "grid.jpg", encode_jpeg(grid, quality=85), "image/jpeg")
     document = scores_json(model, run_id, trained.run_id, evaluation.embedder, thresholds, selection, evaluation.scored)
     scores_put = storage.put_bytes(prefix + "scores.json", document, "application/json")
-    dry_run = gpu.dry_run or trained.dry_run or bool(evaluation.metadata.get("dry_run"))
+    dry_run = gpu.simulated or trained.dry_run or bool(evaluation.metadata.get("dry_run"))  # the label
     write_index(
         storage,
         CheckpointEvaluations(
@@ -150,6 +154,9 @@ def checkpoint_evaluations(
         "dagster/row_count": len(evaluation.scored),
         "chosen_step": selection.step,
         "chosen_checkpoint_uri": dg.MetadataValue.path(storage.uri(chosen.checkpoint.key)),
+        # A command, not a presigned URL: the event log keeps metadata for ever, and a presigned URL carries
+        # a signature (and on STS a session token) that must not live there.
+        "download": f"modelcrew download {model}  (writes {model}-{selection.step}.safetensors + trigger word)",
         "reason": selection.reason,
         "verdict": selection.verdict,
         "manual_choice": selection.manual,
@@ -189,7 +196,6 @@ def _evaluate(
     jobs = evaluation_jobs(spec, trained.checkpoints, prefix, size=config.resolution)
     extras = {
         "storage_url": storage.url,
-        "generator": "stand_in" if gpu.dry_run else "diffusers",
         "jobs": [job.as_dict() for job in jobs],
         "references": {"face_keys": faces, "training_keys": training},
         "score": True,
@@ -200,14 +206,18 @@ def _evaluate(
     )
     try:
         run = gpu.run(
-            context, worker_args=["generate"], extras=extras, storage=storage, max_runtime_minutes=config.max_runtime_minutes
+            context,
+            worker_args=["generate"],
+            extras=extras,
+            storage=storage,
+            max_runtime_minutes=config.max_runtime_minutes,
         )
     except WorkerFailedError as failure:
         raise dg.Failure(
             description=f"checkpoint_evaluations for {model!r}: the generate worker failed; {failure}",
             metadata=failure.run.cost_metadata(),
         ) from failure
-    scores = {message["lora_key"]: message for message in run.of_type(CHECKPOINT_SCORE)}
+    scores = {message.lora_key: message for message in run.of_type(CheckpointScored)}
     unscored = [c.step for c in trained.checkpoints if c.key not in scores]
     if unscored:
         raise dg.Failure(f"the generate worker returned no scores for steps {unscored}; see the run's logs")
@@ -219,18 +229,20 @@ def _evaluate(
                 checkpoint=checkpoint,
                 scores=StepScores(
                     step=checkpoint.step,
-                    identity=message["identity"],
-                    face_detection_rate=message["face_detection_rate"],
-                    memorization=message["memorization"],
-                    cross_prompt_similarity=message["cross_prompt_similarity"],
+                    identity=message.identity,
+                    face_detection_rate=message.face_detection_rate,
+                    memorization=message.memorization,
+                    cross_prompt_similarity=message.cross_prompt_similarity,
                 ),
-                memorization_max=message["memorization_max"],
+                memorization_max=message.memorization_max,
                 sample_keys=tuple(job.output_key for job in jobs if job.lora_key == checkpoint.key),
-                samples=tuple(message.get("samples") or ()),
+                samples=message.samples,
             )
         )
-    embedder = next(iter(scores.values()))["embedder"]
-    return Evaluation(tuple(sorted(scored, key=lambda s: s.scores.step)), embedder, {**run.cost_metadata(), "samples": len(jobs)})
+    embedder = next(iter(scores.values())).embedder
+    return Evaluation(
+        tuple(sorted(scored, key=lambda s: s.scores.step)), embedder, {**run.cost_metadata(), "samples": len(jobs)}
+    )
 
 
 def _reusable(storage: StorageResource, model: str, trained: LoraCheckpoints) -> Evaluation | None:
@@ -257,4 +269,3 @@ def _reusable(storage: StorageResource, model: str, trained: LoraCheckpoints) ->
         for score in sorted(previous.scores, key=lambda s: s.step)
     )
     return Evaluation(scored, previous.embedder, {"reused_scores_from": previous.run_id, "dry_run": previous.dry_run})
-

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from modelcrew_assets.handoffs import Checkpoint
 from modelcrew_assets.manifest import ModelSpec
-from modelcrew_assets.worker.generate import RenderJob
+from modelcrew_assets.worker.jobs import RenderJob
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import dagster as dg
@@ -13,7 +13,8 @@ from modelcrew_assets.checkpoint_evaluations.grid import GridRow, grid_image
 from modelcrew_assets.checkpoint_evaluations.selection import Selection, StepScores, Thresholds
 from modelcrew_assets.handoffs import Checkpoint, CheckpointScore
 from modelcrew_assets.imaging import ImageInputError, decode_image
-from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.object_store import Storage
+from modelcrew_assets.worker.messages import SampleScore
 
 IDENTITY_CHECK = "best_checkpoint_identity_above_threshold"
 MEMORIZATION_CHECK = "best_checkpoint_not_memorizing"
@@ -25,7 +26,7 @@ class ScoredCheckpoint:
     scores: StepScores
     memorization_max: float
     sample_keys: tuple[str, ...]  # in grid column order
-    samples: tuple[Mapping, ...] = ()  # per-sample details from the worker
+    samples: tuple[SampleScore, ...] = ()  # per-sample details from the worker
 
     def handoff(self, thresholds: Thresholds) -> CheckpointScore:
         s = self.scores
@@ -69,7 +70,7 @@ def scores_table(scored: Sequence[ScoredCheckpoint], thresholds: Thresholds, cho
 
 
 def build_grid(
-    storage: StorageResource, scored: Sequence[ScoredCheckpoint], columns: Sequence[str], chosen_step: int
+    storage: Storage, scored: Sequence[ScoredCheckpoint], columns: Sequence[str], chosen_step: int
 ) -> Image.Image:
     rows = []
     for item in scored:
@@ -85,7 +86,7 @@ def build_grid(
     return grid_image(rows, columns)
 
 
-def _load(storage: StorageResource, key: str) -> Image.Image | None:
+def _load(storage: Storage, key: str) -> Image.Image | None:
     try:
         return decode_image(storage.get_bytes(key), key)
     except (KeyError, ImageInputError):
@@ -117,7 +118,7 @@ def scores_json(
                 "memorization_max": item.memorization_max,
                 "verdict": item.scores.verdict(thresholds),
                 "sample_keys": list(item.sample_keys),
-                "samples": [dict(sample) for sample in item.samples],
+                "samples": [sample.model_dump() for sample in item.samples],
             }
             for item in scored
         ],
@@ -135,8 +136,12 @@ def check_results(chosen: StepScores, thresholds: Thresholds, embedder: str, man
             check_name=IDENTITY_CHECK,
             severity=severity,
             passed=chosen.identity >= thresholds.identity,
-            metadata={**common, "identity": chosen.identity, "threshold": thresholds.identity,
-                      "face_detection_rate": chosen.face_detection_rate},
+            metadata={
+                **common,
+                "identity": chosen.identity,
+                "threshold": thresholds.identity,
+                "face_detection_rate": chosen.face_detection_rate,
+            },
         ),  # fmt: skip
         dg.AssetCheckResult(
             check_name=MEMORIZATION_CHECK,

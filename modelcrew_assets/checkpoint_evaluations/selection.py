@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from modelcrew_assets.worker.scoring import DLIB_EMBEDDER, SFACE_EMBEDDER
+from modelcrew_assets.worker.messages import DLIB_EMBEDDER, SFACE_EMBEDDER
 
 # Identity thresholds and margins are per embedder: their cosine scales differ.
 # SFace: OpenCV's published cosine threshold for "same identity" (0.363).
@@ -85,7 +85,9 @@ LESS_TRAINING = "retrain with fewer repeats or a lower learning_rate, or take an
 FINER_SAVES = "retrain with a lower learning_rate and save_every_n_steps halved to land between the two"
 
 
-def select_checkpoint(scores: Sequence[StepScores], thresholds: Thresholds, manual_step: int | None = None) -> Selection:
+def select_checkpoint(
+    scores: Sequence[StepScores], thresholds: Thresholds, manual_step: int | None = None
+) -> Selection:
     if not scores:
         raise ValueError("no checkpoint scores to choose from; materialize lora_checkpoints first")
     ordered = sorted(scores, key=lambda s: s.step)

@@ -20,13 +20,10 @@ from modelcrew_assets.generated_batches.progress import (
 )
 from modelcrew_assets.generated_batches.prompt_packs import (
     ASSET,
-    ImageJob,
     batch_json_key,
     batch_prefix,
-    image_key,
     parse_size,
     plan_batch,
-    record_key,
     validate_batch_id,
 )
 from modelcrew_assets.handoffs import (
@@ -36,14 +33,14 @@ from modelcrew_assets.handoffs import (
     LoraCheckpoints,
     MissingUpstreamError,
     read_index,
-    write_index,
     read_model_spec,
+    write_index,
 )
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.storage_keys import face_prefix, is_image_name
-from modelcrew_assets.worker.batch import GENERATED_IMAGE
+from modelcrew_assets.worker.jobs import BatchJob
+from modelcrew_assets.worker.messages import BatchImageStored, BatchResult
 
 HARD_STOP_MARGIN_MINUTES = 15
 BATCH_TAG = "modelcrew/batch_id"  # set by the nightly schedule; a run may set it by hand too
@@ -99,7 +96,8 @@ def _last_speed(storage: StorageResource, model: str) -> float | None:
 
 
 @dg.asset(
-    deps=["checkpoint_evaluations"],
+    # The chosen step is resolved against the training run it came from.
+    deps=[CheckpointEvaluations.ASSET, LoraCheckpoints.ASSET],
     partitions_def=models_partitions,
     pool="gpu",
     group_name="generation",
@@ -130,8 +128,7 @@ def generated_batches(
     context.log.info(
         f"batch {batch_id} for {model}: {len(jobs)} planned, {len(progress.done)} already stored, "
         f"{len(to_render)} to render now with step {checkpoint.step} ({'manual' if manual else 'chosen'}); "
-        f"estimate: {forecast.describe()}"
-        + (f"; capped at {max_minutes:g} GPU minutes" if max_minutes else "")
+        f"estimate: {forecast.describe()}" + (f"; capped at {max_minutes:g} GPU minutes" if max_minutes else "")
     )
     run: WorkerRun | None = None
     failure: WorkerFailedError | None = None
@@ -140,9 +137,9 @@ def generated_batches(
             run = _render(context, gpu, storage, model, batch_id, to_render, checkpoint, max_minutes)
         except WorkerFailedError as error:
             failure, run = error, error.run
-    result = (run.result if run else None) or {}
-    stopped_by = result.get("stopped_by") or stopped_by or ("worker failed" if failure else None)
-    batch = _record_batch(storage, model, batch_id, jobs, gpu.dry_run, stopped_by)
+    result = run.result_as(BatchResult) if run else None
+    stopped_by = (result and result.stopped_by) or stopped_by or ("worker failed" if failure else None)
+    batch = _record_batch(storage, model, batch_id, jobs, gpu.simulated, stopped_by)
     if failure is not None:
         raise dg.Failure(
             description=f"generated_batches for {model!r}: the worker failed after {len(batch.images)} of "
@@ -156,7 +153,7 @@ def generated_batches(
             f"batch {batch_id} is partial: {len(batch.images)} of {len(jobs)} images (stopped by {stopped_by}); "
             f"materialize again with batch_id {batch_id!r} to finish it"
         )
-    rendered = len([m for m in (run.messages if run else ()) if m.get("type") == GENERATED_IMAGE])
+    rendered = len(run.of_type(BatchImageStored)) if run else 0
     seconds = [image.seconds for image in batch.images if image.seconds > 0]
     yield dg.MaterializeResult(
         metadata={
@@ -172,7 +169,7 @@ def generated_batches(
             "estimate": forecast.describe(),
             "checkpoint_step": checkpoint.step,
             "checkpoint_key": checkpoint.key,
-            "checkpoint_choice": "manual" if manual else "checkpoint_evaluations",
+            "checkpoint_choice": "manual" if manual else CheckpointEvaluations.ASSET,
             "contact_sheet": dg.MetadataValue.md(contact_sheet_markdown(storage, batch)),
             "dry_run": batch.dry_run,
             **_cost(run),
@@ -188,28 +185,15 @@ def _render(
     storage: StorageResource,
     model: str,
     batch_id: str,
-    jobs: list[ImageJob],
+    jobs: list[BatchJob],
     checkpoint: Checkpoint,
     max_minutes: float | None,
 ) -> WorkerRun:
-    # The stand-in pastes the model's reference face into every image; diffusers needs only the LoRA.
-    faces = [item.key for item in storage.list(face_prefix(model)) if is_image_name(item.key)] if gpu.dry_run else []
-    if gpu.dry_run and not faces:
-        raise dg.Failure(f"no reference face image in {face_prefix(model)}; upload the model's face photo there")
     extras = {
         "storage_url": storage.url,
         "output_prefix": batch_prefix(model, batch_id),
-        "generator": "stand_in" if gpu.dry_run else "diffusers",
         "checkpoint": {"key": checkpoint.key, "sha256": checkpoint.sha256, "step": checkpoint.step},
-        "face_keys": faces,
-        "jobs": [
-            {
-                **job.as_dict(),
-                "image_key": image_key(model, batch_id, job.index),
-                "record_key": record_key(model, batch_id, job.index),
-            }
-            for job in jobs
-        ],
+        "jobs": [job.as_dict() for job in jobs],
         "max_gpu_minutes": max_minutes,
     }
     # The worker stops itself at the cap; the executor's hard budget leaves room for booting the machine,
@@ -219,17 +203,22 @@ def _render(
 
 
 def _record_batch(
-    storage: StorageResource, model: str, batch_id: str, jobs: list[ImageJob] | tuple[ImageJob, ...], dry_run: bool,
+    storage: StorageResource,
+    model: str,
+    batch_id: str,
+    jobs: list[BatchJob] | tuple[BatchJob, ...],
+    simulated: bool,
     stopped_by: str | None,
 ) -> GeneratedBatch:
     """batch.json from what storage holds now: the truth, whatever the worker said. Written after a failed
-    run too; the stage index (what the next stage reads) only after a successful one."""
+    run too; the stage index (what the next stage reads) only after a successful one. Labelled dry_run when
+    the executor is simulated or any image says so."""
     done = read_progress(storage, model, batch_id).done
     images = tuple(done[job.index] for job in jobs if job.index in done)
     complete = len(images) == len(jobs)
     batch = GeneratedBatch(
         model=model,
-        dry_run=dry_run or any(image.dry_run for image in images),
+        dry_run=simulated or any(image.dry_run for image in images),
         batch_id=batch_id,
         images=images,
         planned=len(jobs),

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from modelcrew_assets.generated_batches.prompt_packs import ImageJob, batch_prefix
+from modelcrew_assets.generated_batches.prompt_packs import batch_prefix
 from modelcrew_assets.handoffs import GeneratedImage
-from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.object_store import Storage
+from modelcrew_assets.worker.jobs import BatchJob, ImageSettings
 
 # GPU seconds per sampling step per megapixel for SDXL on a 24-48 GB card (RTX 4090 / L40S / A6000 class),
 # used until a model has a measured batch. Plus the time to start the machine and load the pipeline.
@@ -43,7 +44,7 @@ class Estimate:
         )
 
 
-def read_progress(storage: StorageResource, model: str, batch_id: str) -> BatchProgress:
+def read_progress(storage: Storage, model: str, batch_id: str) -> BatchProgress:
     """An image counts as done only when its file and its provenance record are both in storage."""
     prefix = batch_prefix(model, batch_id)
     keys = {item.key for item in storage.list(prefix)}
@@ -60,11 +61,15 @@ def read_progress(storage: StorageResource, model: str, batch_id: str) -> BatchP
     return BatchProgress(done=done, unrecorded=unrecorded)
 
 
-def check_resumable(batch_id: str, jobs: Sequence[ImageJob], done: dict[int, GeneratedImage], checkpoint_sha256: str) -> None:
+def check_resumable(
+    batch_id: str, jobs: Sequence[BatchJob], done: dict[int, GeneratedImage], checkpoint_sha256: str
+) -> None:
     """A resumed batch must finish the way it started: same prompt, seed, size, settings and checkpoint."""
     planned = {job.index: job for job in jobs}
     changed = sorted(
-        index for index, record in done.items() if index in planned and not _same(planned[index], record, checkpoint_sha256)
+        index
+        for index, record in done.items()
+        if index in planned and not _same(planned[index], record, checkpoint_sha256)
     )
     if changed:
         first = done[changed[0]]
@@ -76,19 +81,20 @@ def check_resumable(batch_id: str, jobs: Sequence[ImageJob], done: dict[int, Gen
         )
 
 
-def _same(job: ImageJob, record: GeneratedImage, checkpoint_sha256: str) -> bool:
-    return (
-        (job.prompt, job.negative_prompt, job.seed, job.width, job.height, job.sampler, job.steps)
-        == (record.prompt, record.negative_prompt, record.seed, record.width, record.height, record.sampler, record.steps)
-        and abs(job.cfg - record.cfg) < 1e-9
-        and abs(job.lora_weight - record.lora_weight) < 1e-9
-        and record.checkpoint_sha256 == checkpoint_sha256
+def _same(job: BatchJob, record: GeneratedImage, checkpoint_sha256: str) -> bool:
+    """Every setting that decides the image (ImageSettings' fields) as recorded, and the same checkpoint."""
+    return record.checkpoint_sha256 == checkpoint_sha256 and all(
+        _equal(getattr(job, name), getattr(record, name)) for name in ImageSettings.model_fields
     )
 
 
-def estimate(
-    jobs: Sequence[ImageJob], measured_seconds_per_image: float | None, dollars_per_hour: float
-) -> Estimate:
+def _equal(planned: object, recorded: object) -> bool:
+    if isinstance(planned, float):
+        return abs(planned - float(recorded)) < 1e-9
+    return planned == recorded
+
+
+def estimate(jobs: Sequence[BatchJob], measured_seconds_per_image: float | None, dollars_per_hour: float) -> Estimate:
     """Time and cost of rendering `jobs`: the model's last measured speed, else the per-step figure."""
     if measured_seconds_per_image:
         per_image, basis = measured_seconds_per_image, "measured on this model's last batch"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
 
+from modelcrew_assets import asset_names
 from modelcrew_assets.manifest import ASPECT_SIZES, BUILTIN_PLACEHOLDERS, ModelSpec, placeholder_names
 from modelcrew_assets.storage_keys import asset_prefix
+from modelcrew_assets.worker.jobs import BatchJob
 
-ASSET = "generated_batches"
+ASSET = asset_names.GENERATED_BATCHES
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
 MAX_SEED = 2**63 - 1  # fits a signed 64-bit integer: JSON, SQL and torch.Generator all take it
@@ -18,27 +18,6 @@ MAX_SEED = 2**63 - 1  # fits a signed 64-bit integer: JSON, SQL and torch.Genera
 
 class PromptPackError(ValueError):
     """A prompt pack that cannot be rendered; the message names the prompt and what to fix."""
-
-
-@dataclass(frozen=True)
-class ImageJob:
-    """One image of a batch: everything the generator needs to render it, and to render it again."""
-
-    index: int
-    prompt: str
-    negative_prompt: str
-    seed: int
-    width: int
-    height: int
-    platform: str
-    aspect: str
-    sampler: str
-    steps: int
-    cfg: float
-    lora_weight: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def validate_batch_id(batch_id: str) -> str:
@@ -87,7 +66,7 @@ def parse_size(text: str) -> tuple[int, int]:
     return sides
 
 
-def plan_batch(spec: ModelSpec, batch_id: str, size: tuple[int, int] | None = None) -> tuple[ImageJob, ...]:
+def plan_batch(spec: ModelSpec, batch_id: str, size: tuple[int, int] | None = None) -> tuple[BatchJob, ...]:
     """Every image of the batch, in order. Image i uses prompt i mod P, then cycles the platforms; its seed
     is derived from (model, batch, i), or taken from the manifest's seed list once per prompt x platform
     round. `size` overrides the aspect buckets (used for tiny dry-run images)."""
@@ -107,8 +86,11 @@ def plan_batch(spec: ModelSpec, batch_id: str, size: tuple[int, int] | None = No
             seed = generation.seeds[(index // per_round) % len(generation.seeds)]
         width, height = size or ASPECT_SIZES[aspect]
         jobs.append(
-            ImageJob(
+            BatchJob(
+                id=f"{index:04d}",
                 index=index,
+                output_key=image_key(spec.name, batch_id, index),
+                record_key=record_key(spec.name, batch_id, index),
                 prompt=prompts[index % len(prompts)],
                 negative_prompt=negative,
                 seed=seed,

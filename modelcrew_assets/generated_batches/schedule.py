@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import dagster as dg
 
@@ -28,7 +28,7 @@ generated_batches_job = dg.define_asset_job(
 )
 def nightly_generated_batches(context: dg.ScheduleEvaluationContext, storage: StorageResource):
     """run_key = '<model>:<date>': a tick evaluated twice never starts a second batch for the same night."""
-    date = context.scheduled_execution_time.astimezone(timezone.utc).date().isoformat()
+    date = context.scheduled_execution_time.astimezone(UTC).date().isoformat()
     models = sorted(context.instance.get_dynamic_partitions(models_partitions.name))
     ready = [model for model in models if storage.exists(index_key(model, CheckpointEvaluations.ASSET))]
     waiting = [model for model in models if model not in ready]

@@ -2,11 +2,16 @@
 
 import dagster as dg
 
+from modelcrew_assets import asset_names
 from modelcrew_assets.partitions import models_partitions
 
 model_uploads = dg.AssetSpec(
-    "model_uploads",
-    description="A model's uploads: manifest (model.toml), face image(s) and target photos under uploads/<model>/.",
+    asset_names.MODEL_UPLOADS,
+    description=(
+        "A model's uploads: manifest (model.toml), face image(s) and target photos under uploads/<model>/. "
+        "Made by people, not by Dagster: the upload sensor observes it (one observation per change, with "
+        "the file counts), so it is never materialized and a partition shows as observed, not as filled."
+    ),
     partitions_def=models_partitions,
     group_name="intake",
     kinds={"s3"},

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 from botocore.exceptions import BotoCoreError, ClientError
 
+from modelcrew_assets.handoffs import read_model_spec
 from modelcrew_assets.intake.assets import model_pipeline_job, model_uploads
 from modelcrew_assets.intake.upload import UploadError
 from modelcrew_assets.intake.upload_events import UploadEventQueue, UploadEvents, UploadQueueSettings
 from modelcrew_assets.intake.upload_scan import ModelUploads, group_uploads, is_junk_name
 from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, unpack_model_zip
-from modelcrew_assets.handoffs import read_model_spec
 from modelcrew_assets.manifest import ManifestError, ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import StorageResource
@@ -121,8 +121,7 @@ def model_uploads_sensor(
     for folder in listing.invalid_folders:
         if folder not in cursor.invalid_folders:
             problems.append(
-                f"{UPLOADS}/{folder}/: {folder!r} is not a valid model name (use a-z, 0-9, '_', '-'); "
-                "rename the folder"
+                f"{UPLOADS}/{folder}/: {folder!r} is not a valid model name (use a-z, 0-9, '_', '-'); rename the folder"
             )
             cursor.invalid_folders.append(folder)
 
@@ -226,9 +225,7 @@ def upload_events_for_tick(
         failures = queue.delete(received)
         events = queue.receive(storage.key_of_s3_object)
     except (BotoCoreError, ClientError) as error:
-        context.log.warning(
-            f"upload queue {settings.queue_url}: {error}; listing all of {UPLOADS}/ this tick instead"
-        )
+        context.log.warning(f"upload queue {settings.queue_url}: {error}; listing all of {UPLOADS}/ this tick instead")
         return None
     if failures:
         context.log.info(

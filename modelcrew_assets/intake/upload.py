@@ -115,8 +115,9 @@ def plan_upload(storage: StorageResource, request: UploadRequest) -> UploadPlan:
     stems: dict[str, str] = {}
     for prefix, sources in ((face_prefix(model), request.faces), (targets_prefix(model), request.targets)):
         folder = _StoredFolder(storage, prefix)
+        kind = "face image" if prefix == face_prefix(model) else "target photo"
         for source in sources:
-            planned = _plan_image(folder, source, problems)
+            planned = _plan_image(folder, source, kind, problems)
             if planned is None:
                 continue
             key, is_new = planned
@@ -126,8 +127,8 @@ def plan_upload(storage: StorageResource, request: UploadRequest) -> UploadPlan:
                 duplicates.append((source.name, key))
             if prefix == targets_prefix(model):
                 stems[_stem(_base_name(source.name))] = _stem(key.rpartition("/")[2])
-        if not folder.has_images():
-            kind = "face image" if prefix == face_prefix(model) else "target photo"
+        # A given file that was refused is already listed by name; this is only for nothing given at all.
+        if not sources and not folder.has_images():
             problems.append(f"no {kind}: {prefix} is empty and none was given; add at least one")
 
     ignored = list(request.ignored)
@@ -204,21 +205,22 @@ def _check_manifest(storage: StorageResource, model: str, given: SourceFile | No
         problems.append(str(error))
 
 
-def _plan_image(folder: _StoredFolder, source: SourceFile, problems: list[str]) -> tuple[str, bool] | None:
+def _plan_image(folder: _StoredFolder, source: SourceFile, kind: str, problems: list[str]) -> tuple[str, bool] | None:
+    """`kind` ("face image" / "target photo") leads each problem, so the user knows which role a file had."""
     if len(source.data) > MAX_IMAGE_BYTES:
         problems.append(
-            f"{source.name}: {len(source.data) / 2**20:.0f} MB is over the {MAX_IMAGE_BYTES // 2**20} MB "
+            f"{kind} {source.name}: {len(source.data) / 2**20:.0f} MB is over the {MAX_IMAGE_BYTES // 2**20} MB "
             "limit per image; export it smaller"
         )
         return None
     try:
         image = decode_image(source.data, source.name)
     except ImageInputError as error:
-        problems.append(str(error))
+        problems.append(f"{kind} {error}")
         return None
     if min(image.size) < MIN_IMAGE_SIDE:
         problems.append(
-            f"{source.name}: {image.width}x{image.height} px is too small; the short side must be at least "
+            f"{kind} {source.name}: {image.width}x{image.height} px is too small; the short side must be at least "
             f"{MIN_IMAGE_SIDE} px (1024 px or more trains best)"
         )
         return None

@@ -55,7 +55,9 @@ class UploadQueueSettings:
             reconcile_seconds=int_from_env(UPLOAD_RECONCILE_SECONDS_ENV, 3600),
         )
         if settings.max_messages > MAX_MESSAGES_LIMIT:
-            raise ValueError(f"{UPLOAD_QUEUE_MAX_MESSAGES_ENV}={settings.max_messages} is over {MAX_MESSAGES_LIMIT}; lower it")
+            raise ValueError(
+                f"{UPLOAD_QUEUE_MAX_MESSAGES_ENV}={settings.max_messages} is over {MAX_MESSAGES_LIMIT}; lower it"
+            )
         if settings.visibility_seconds > SQS_MAX_VISIBILITY_SECONDS:
             raise ValueError(
                 f"{UPLOAD_QUEUE_VISIBILITY_SECONDS_ENV}={settings.visibility_seconds} is over SQS's maximum "
@@ -156,7 +158,9 @@ class UploadEventQueue:
                     malformed.append(f"{about}: malformed ({error}), not an S3 event notification; dropped")
                     continue
                 if found is None:
-                    test_events.append(f"{about}: s3:TestEvent (S3 sends one when notifications are configured); dropped")
+                    test_events.append(
+                        f"{about}: s3:TestEvent (S3 sends one when notifications are configured); dropped"
+                    )
                 else:
                     names |= found
         return UploadEvents(frozenset(names), tuple(receipts), tuple(test_events), tuple(malformed))

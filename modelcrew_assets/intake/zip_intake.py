@@ -101,8 +101,7 @@ def read_model_zip(data: bytes, source: str, limits: ZipLimits) -> ZipContents:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
         raise ZipIntakeError(
-            f"{source}: not a readable zip ({error}); it may be truncated or damaged, so create and upload "
-            "it again"
+            f"{source}: not a readable zip ({error}); it may be truncated or damaged, so create and upload it again"
         ) from None
     with archive:
         entries = _safe_entries(archive.infolist(), source, limits)
@@ -189,7 +188,7 @@ def _sort_entries(
     manifest = None
     faces, targets, captions, ignored = [], [], [], []
     read_total = 0
-    for info, name in zip(entries, names):
+    for info, name in zip(entries, names, strict=True):
         folder, _, base = name.rpartition("/")
         stem = base.rpartition(".")[0].casefold()
         if base.lower().endswith(".zip"):

@@ -16,8 +16,8 @@ from modelcrew_assets.kohya_dataset.layout import (
     IMAGES_DIR,
     DatasetFile,
     TrainingPlan,
-    build_zip,
     bucket_histogram,
+    build_zip,
     content_version,
     dataset_toml,
     image_folder_name,
@@ -35,13 +35,13 @@ TOO_FEW_IMAGES = 5
 
 @dg.asset(
     partitions_def=models_partitions,
-    deps=["captions"],
+    deps=[Captions.ASSET],
     group_name="training_data",
     kinds={"python"},
     check_specs=[
-        dg.AssetCheckSpec("dataset_has_enough_images", asset="kohya_dataset", blocking=True),
-        dg.AssetCheckSpec("dataset_has_no_near_duplicates", asset="kohya_dataset"),
-        dg.AssetCheckSpec("every_image_has_its_caption_file", asset="kohya_dataset", blocking=True),
+        dg.AssetCheckSpec("dataset_has_enough_images", asset=KohyaDataset.ASSET, blocking=True),
+        dg.AssetCheckSpec("dataset_has_no_near_duplicates", asset=KohyaDataset.ASSET),
+        dg.AssetCheckSpec("every_image_has_its_caption_file", asset=KohyaDataset.ASSET, blocking=True),
     ],
 )
 def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
@@ -81,8 +81,14 @@ def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -
     write_index(
         storage,
         KohyaDataset(
-            model=model, dry_run=captions.dry_run, version=version, zip_key=zip_key, config_key=config_key,
-            image_count=len(images), repeats=plan.repeats, image_folder=folder,
+            model=model,
+            dry_run=captions.dry_run,
+            version=version,
+            zip_key=zip_key,
+            config_key=config_key,
+            image_count=len(images),
+            repeats=plan.repeats,
+            image_folder=folder,
         ),
     )
 

@@ -81,8 +81,16 @@ def plan_training(image_count: int, training: TrainingSection) -> TrainingPlan:
             "seen once; raise save_every_n_steps"
         )
     return TrainingPlan(
-        image_count, repeats, source, batch, budget, every, steps_per_epoch, math.ceil(budget / steps_per_epoch),
-        checkpoints, tuple(warnings),
+        image_count,
+        repeats,
+        source,
+        batch,
+        budget,
+        every,
+        steps_per_epoch,
+        math.ceil(budget / steps_per_epoch),
+        checkpoints,
+        tuple(warnings),
     )
 
 

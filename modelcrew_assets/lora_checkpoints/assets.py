@@ -33,7 +33,7 @@ from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedErro
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix
 from modelcrew_assets.worker.kohya import Recipe
-from modelcrew_assets.worker.messages import CHECKPOINT, SAMPLE
+from modelcrew_assets.worker.messages import CheckpointStored, SampleStored, TrainResult
 from modelcrew_assets.worker.safetensors_header import parse_header
 
 ASSET = LoraCheckpoints.ASSET
@@ -75,15 +75,15 @@ def run_id_for(dataset: KohyaDataset, recipe: Recipe, prompts: Sequence[str]) ->
 
 
 def _checkpoints(storage: StorageResource, run: WorkerRun) -> list[Checkpoint]:
-    by_step = {message["step"]: message for message in run.of_type(CHECKPOINT)}
+    by_step = {message.step: message for message in run.of_type(CheckpointStored)}
     return [
         Checkpoint(
             step=step,
-            key=message["key"],
-            sha256=message["sha256"],
-            size=message["size"],
-            uri=storage.uri(message["key"]),
-            metadata=dict(message.get("metadata") or {}),
+            key=message.key,
+            sha256=message.sha256,
+            size=message.size,
+            uri=storage.uri(message.key),
+            metadata=message.metadata,
         )
         for step, message in sorted(by_step.items())
     ]
@@ -98,12 +98,12 @@ def _stored_checkpoint(storage: StorageResource, step: int, key: str) -> Checkpo
     )  # fmt: skip
 
 
-def _earlier_checkpoints(storage: StorageResource, prefix: str, name: str, result: Mapping) -> list[Checkpoint]:
+def _earlier_checkpoints(storage: StorageResource, prefix: str, name: str, result: TrainResult) -> list[Checkpoint]:
     """Checkpoints the training this run resumed stored before its state: the state's own list when it
     has one, else every `<name>-step*` file up to the state's step."""
-    if "resumed_checkpoints" in result:
-        return [_stored_checkpoint(storage, int(step), key) for step, key in result["resumed_checkpoints"]]
-    up_to_step = int(result.get("resumed_from_step") or 0)
+    if result.resumed_checkpoints is not None:
+        return [_stored_checkpoint(storage, step, key) for step, key in result.resumed_checkpoints]
+    up_to_step = result.resumed_from_step
     found = []
     for stored in storage.list(f"{prefix}{name}-step"):
         match = STEP_FILE.search(stored.key)
@@ -133,9 +133,8 @@ def _loss_table(checkpoints: Sequence[Checkpoint], loss: Mapping[int, float]) ->
     return "\n".join(rows)
 
 
-
 @dg.asset(
-    deps=["kohya_dataset"],
+    deps=[KohyaDataset.ASSET],
     partitions_def=models_partitions,
     pool="gpu",
     group_name="training",
@@ -198,27 +197,27 @@ def lora_checkpoints(
             },
         ) from failure
 
-    result = run.result or {}
-    resumed_from = int(result.get("resumed_from_step") or 0)
+    result = run.result_as(TrainResult) or TrainResult(ok=True)
+    resumed_from = result.resumed_from_step
     earlier = {c.step: c for c in _earlier_checkpoints(storage, prefix, model, result)}
     checkpoints = list({**earlier, **{c.step: c for c in _checkpoints(storage, run)}}.values())
     checkpoints.sort(key=lambda c: c.step)
-    loss = {int(step): float(value) for step, value in result.get("loss", [])}
+    loss = dict(result.loss)
     plot = loss_curve(sorted(loss.items()), [c.step for c in checkpoints])
     buffer = io.BytesIO()
     plot.save(buffer, format="PNG")
     plot_key = storage.put_bytes(prefix + "loss.png", buffer.getvalue(), "image/png")
     index = LoraCheckpoints(
         model=model,
-        dry_run=gpu.dry_run,
+        dry_run=gpu.simulated,
         run_id=run_id,
         dataset_version=dataset.version,
-        base_model=result.get("base_model", ""),
+        base_model=result.base_model,
         checkpoints=tuple(checkpoints),
         loss=tuple(sorted(loss.items())),
     )
     write_index(storage, index)
-    samples = run.of_type(SAMPLE)
+    samples = run.of_type(SampleStored)
     yield dg.MaterializeResult(
         metadata={
             "dagster/uri": dg.MetadataValue.path(storage.uri(prefix)),
@@ -230,15 +229,15 @@ def lora_checkpoints(
             ),
             "loss_curve_uri": dg.MetadataValue.path(plot_key.uri),
             "samples": len(samples),
-            "training_args": dg.MetadataValue.json({"recipe": asdict(recipe), "command": result.get("command", [])}),
-            "trainer_seconds": result.get("trainer_seconds"),
+            "training_args": dg.MetadataValue.json({"recipe": asdict(recipe), "command": list(result.trainer_command)}),
+            "trainer_seconds": result.trainer_seconds,
             "resumed_from_step": resumed_from,
-            "finished_before_start": bool(result.get("finished_before_start")),
-            "kohya_layout": dg.MetadataValue.json(result.get("kohya_layout") or {}),
+            "finished_before_start": result.finished_before_start,
+            "kohya_layout": dg.MetadataValue.json(result.kohya_layout),
             "runtime_budget_minutes": shown_budget,
             "runtime_budget_source": budget_source,
             "runtime_estimate": estimate.describe(),
-            "dry_run": gpu.dry_run,
+            "dry_run": gpu.simulated,
             **run.cost_metadata(),
         }
     )

@@ -5,6 +5,7 @@ from collections import Counter
 
 import dagster as dg
 from PIL import Image
+from pydantic import Field
 
 from modelcrew_assets.handoffs import (
     GeneratedBatch,
@@ -22,9 +23,18 @@ from modelcrew_assets.platform_exports.checks import (
     LABELLED_MEANING,
     check_exports,
 )
+from modelcrew_assets.platform_exports.source_decode import MIN_SOURCE_SIDE
 from modelcrew_assets.platform_exports.stage import batch_prefix, export_batch, export_settings
 from modelcrew_assets.resources.c2pa_signing import C2paSigningResource
 from modelcrew_assets.resources.storage import StorageResource
+
+
+class PlatformExportsConfig(dg.Config):
+    min_source_side: int = Field(
+        default=MIN_SOURCE_SIDE,
+        ge=1,
+        description="Smallest render side exported; lower it only for small test renders (e.g. image_size '64x64')",
+    )
 
 
 @dg.asset(
@@ -39,13 +49,16 @@ from modelcrew_assets.resources.storage import StorageResource
     ],
 )
 def platform_exports(
-    context: dg.AssetExecutionContext, storage: StorageResource, c2pa: C2paSigningResource
+    context: dg.AssetExecutionContext,
+    config: PlatformExportsConfig,
+    storage: StorageResource,
+    c2pa: C2paSigningResource,
 ) -> dg.MaterializeResult:
     """The latest generated batch cropped, watermarked and AI-labelled per platform, with a manifest.csv each."""
     model = context.partition_key
     batch = read_index(storage, model, GeneratedBatch)
     spec = read_model_spec(storage, model)
-    settings = export_settings(storage, spec, c2pa.signing())
+    settings = export_settings(storage, spec, c2pa.signing(), config.min_source_side)
     result = export_batch(storage, spec, batch, settings, context.log)
     index = result.index
     if batch.images and not index.exports:

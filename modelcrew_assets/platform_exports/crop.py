@@ -83,12 +83,12 @@ def _face_crop(width: float, height: float, platform: Platform, face: Box) -> Cr
         # The UI zones cannot be cleared: keep the whole face in the largest frame instead.
         crop_h, top_ui, bottom_ui = full_h, 0.0, 0.0
     crop_w = crop_h * aspect
-    x = _clamp(
-        (fx0 + fx1) / 2 - crop_w / 2, [0.0, fx1 - crop_w], [width - crop_w, fx0]
-    )
+    x = _clamp((fx0 + fx1) / 2 - crop_w / 2, [0.0, fx1 - crop_w], [width - crop_w, fx0])
     band_low = max(0.0, fy1 - (1.0 - bottom_ui) * crop_h)
     band_high = min(height - crop_h, fy0 - top_ui * crop_h)
     y = _clamp((fy0 + fy1) / 2 - _FACE_EYE_LINE * crop_h, [band_low], [band_high])
+    # The bands are sums of floats and can end a hair outside the image (-1e-14), which Pillow refuses.
+    x, y = min(max(x, 0.0), max(0.0, width - crop_w)), min(max(y, 0.0), max(0.0, height - crop_h))
     has_ui = platform.ui_top > 0 or platform.ui_bottom > 0
     return CropPlan((x, y, x + crop_w, y + crop_h), "face", face_kept=clear if has_ui else crop_h >= needed_h)
 

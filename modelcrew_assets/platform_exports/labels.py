@@ -52,7 +52,7 @@ def xmp_packet(label: AiLabel) -> bytes:
         f"<dc:subject><rdf:Bag>{keywords}</rdf:Bag></dc:subject>"
         "</rdf:Description></rdf:RDF></x:xmpmeta>"
         '<?xpacket end="w"?>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def read_digital_source_type(jpeg: bytes) -> str | None:

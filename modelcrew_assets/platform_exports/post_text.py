@@ -21,11 +21,7 @@ def suggested_caption(prompt: str, spec: ModelSpec) -> str:
     """The scene the prompt describes, in words a caption can use, ending with an AI disclosure."""
     trigger = spec.trigger.lower()
     fragments = [part.strip() for part in prompt.split(",")]
-    scene = [
-        part
-        for part in fragments
-        if part and part.lower() != trigger and not _JARGON.search(part)
-    ]
+    scene = [part for part in fragments if part and part.lower() != trigger and not _JARGON.search(part)]
     text = ", ".join(scene[:3]).replace(spec.trigger, spec.name).strip() or f"New post by {spec.name}"
     return f"{text[0].upper()}{text[1:]}. (AI-generated)"
 

@@ -66,7 +66,7 @@ def render_source(source: SourceImage, settings: ExportSettings) -> tuple[Render
     detail = None if faces else detail_map(working.image)
     plans = [_plan(source_size, platform, faces, detail) for platform in settings.platforms]
     face = faces[0] if faces else None
-    zoomed = max(_scale_for(plan.box, platform) for plan, platform in zip(plans, settings.platforms))
+    zoomed = max(_scale_for(plan.box, platform) for plan, platform in zip(plans, settings.platforms, strict=True))
     detailed = working
     if zoomed > working.scale * _MAX_UPSCALE and working.scale < 1.0:
         # A crop zoomed in to clear the UI zones needs more pixels than the first decode kept; only the
@@ -76,7 +76,7 @@ def render_source(source: SourceImage, settings: ExportSettings) -> tuple[Render
     # Platforms with the same size and UI zones (Stories and TikTok) get the same pixels: render once.
     done: dict[tuple, Rendered] = {}
     results = []
-    for plan, platform in zip(plans, settings.platforms):
+    for plan, platform in zip(plans, settings.platforms, strict=True):
         shape = (platform.size, platform.ui_top, platform.ui_bottom)
         if shape not in done:
             image = detailed if _scale_for(plan.box, platform) > working.scale * _MAX_UPSCALE else working
@@ -111,7 +111,7 @@ def _faces(source: SourceImage, working: source_decode.WorkingImage) -> list[Box
 def _plan(size: tuple[int, int], platform: Platform, faces: list[Box], detail: np.ndarray | None) -> CropPlan:
     """Keep every sizeable face in frame when they fit together (group shots have several), else the largest alone."""
     if len(faces) > 1:
-        left, top, right, bottom = zip(*faces)
+        left, top, right, bottom = zip(*faces, strict=True)
         union = (min(left), min(top), max(right), max(bottom))
         plan = plan_crop(size, platform, union)
         if plan.face_kept:

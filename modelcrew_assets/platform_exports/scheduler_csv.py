@@ -27,8 +27,17 @@ def manifest_csv(rows: list[ManifestRow]) -> bytes:
     writer.writerow(COLUMNS)
     for row in rows:
         writer.writerow(
-            [row.file, row.platform, row.width, row.height, row.sha256, row.prompt, row.suggested_caption,
-             " ".join(row.hashtags), "true"]
+            [
+                row.file,
+                row.platform,
+                row.width,
+                row.height,
+                row.sha256,
+                row.prompt,
+                row.suggested_caption,
+                " ".join(row.hashtags),
+                "true",
+            ]
         )
     return buffer.getvalue().encode("utf-8")
 

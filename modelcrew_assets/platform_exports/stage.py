@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformExport, PlatformExports, RejectedImage
 from modelcrew_assets.manifest import ModelSpec
+from modelcrew_assets.object_store import Storage
 from modelcrew_assets.platform_exports.labels import TRAINED_ALGORITHMIC_MEDIA
 from modelcrew_assets.platform_exports.platforms import ExportConfigError, resolve_platforms
 from modelcrew_assets.platform_exports.pool import export_many
@@ -22,8 +23,8 @@ from modelcrew_assets.platform_exports.post_text import generated_label, hashtag
 from modelcrew_assets.platform_exports.provenance import C2paSigning
 from modelcrew_assets.platform_exports.render import ExportSettings, Rendered, SourceImage
 from modelcrew_assets.platform_exports.scheduler_csv import ManifestRow, manifest_csv
+from modelcrew_assets.platform_exports.source_decode import MIN_SOURCE_SIDE
 from modelcrew_assets.platform_exports.watermark import Watermark
-from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix, manifest_key, upload_prefix
 
 ASSET = PlatformExports.ASSET
@@ -47,7 +48,9 @@ class BatchExport:
     reused: int  # source images whose exports were already there with the same settings
 
 
-def export_settings(storage: StorageResource, spec: ModelSpec, c2pa: C2paSigning | None = None) -> ExportSettings:
+def export_settings(
+    storage: Storage, spec: ModelSpec, c2pa: C2paSigning | None = None, min_source_side: int = MIN_SOURCE_SIDE
+) -> ExportSettings:
     """The manifest's [export] section as render settings (the watermark logo read from the uploads)."""
     export, source = spec.export, manifest_key(spec.name)
     logo = None
@@ -70,7 +73,9 @@ def export_settings(storage: StorageResource, spec: ModelSpec, c2pa: C2paSigning
             margin=export.watermark_margin,
             width=export.watermark_width,
         )
-    return ExportSettings(resolve_platforms(export, source), export.jpeg_quality, watermark, c2pa)
+    return ExportSettings(
+        resolve_platforms(export, source), export.jpeg_quality, watermark, c2pa, min_source_side=min_source_side
+    )
 
 
 def settings_fingerprint(settings: ExportSettings) -> str:
@@ -92,12 +97,9 @@ def batch_prefix(model: str, batch_id: str) -> str:
 
 
 def export_batch(
-    storage: StorageResource, spec: ModelSpec, batch: GeneratedBatch, settings: ExportSettings, log: logging.Logger
+    storage: Storage, spec: ModelSpec, batch: GeneratedBatch, settings: ExportSettings, log: logging.Logger
 ) -> BatchExport:
     prefix = batch_prefix(spec.name, batch.batch_id)
-    if batch.dry_run:
-        # Dry-run stand-in images may be tiny (e.g. 64x64) so demos stay fast; export them anyway.
-        settings = dataclasses.replace(settings, min_source_side=1)
     fingerprint = settings_fingerprint(settings)
     done = {obj.key for obj in storage.list(prefix + "renders/")}
     jobs = [_Job.of(image, spec, fingerprint, prefix) for image in batch.images]
@@ -110,7 +112,7 @@ def export_batch(
     log.info(f"{ASSET}: {len(jobs)} images in batch {batch.batch_id}; {reused} already exported, {len(todo)} to render")
     rejected = []
     workers = 1 if len(todo) < _POOL_MIN_IMAGES else None
-    for job, outcome in zip(todo, export_many(_sources(storage, todo), settings, workers)):
+    for job, outcome in zip(todo, export_many(_sources(storage, todo), settings, workers), strict=True):
         if outcome.error is not None:
             log.warning(outcome.error)
             rejected.append(RejectedImage(key=job.image.key, reason=outcome.error))
@@ -150,12 +152,12 @@ class _Job:
         return f"{self.prefix}{platform}/{self.stem}.jpg"
 
 
-def _sources(storage: StorageResource, jobs: list[_Job]) -> Iterator[SourceImage]:
+def _sources(storage: Storage, jobs: list[_Job]) -> Iterator[SourceImage]:
     for job in jobs:
         yield dataclasses.replace(job.source, data=storage.get_bytes(job.image.key))
 
 
-def _store(storage: StorageResource, job: _Job, rendered: tuple[Rendered, ...]) -> tuple[PlatformExport, ...]:
+def _store(storage: Storage, job: _Job, rendered: tuple[Rendered, ...]) -> tuple[PlatformExport, ...]:
     exports = []
     for output in rendered:
         put = storage.put_bytes(job.key_for(output.platform), output.jpeg, "image/jpeg")
@@ -179,7 +181,7 @@ def _store(storage: StorageResource, job: _Job, rendered: tuple[Rendered, ...]) 
 
 
 def _write_manifests(
-    storage: StorageResource,
+    storage: Storage,
     spec: ModelSpec,
     batch: GeneratedBatch,
     settings: ExportSettings,

@@ -10,12 +10,13 @@ is sent again: once per parameter, so a 400 never loops."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import io
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 from PIL import Image
@@ -33,16 +34,55 @@ TEMPERATURE = 0.2
 _UNSUPPORTED = re.compile(r"Unsupported (?:parameter|value): '(\w+)'")
 
 
-class CaptionerResource(dg.ConfigurableResource):
-    """Writes one caption per image. Used only when an endpoint is configured and not in dry-run; otherwise
-    the captions stage falls back to template captions and never calls out."""
+class CaptionServiceResource(dg.ConfigurableResource, abc.ABC):
+    """Where the captions stage gets captions: a vision model when `enabled` (through `session()`), else
+    every image without a hand caption gets a template caption. Subclasses: CaptionerResource (live),
+    SimulatedCaptionerResource (dry run)."""
+
+    # The label on what it makes (dry_run in the captions index and metadata).
+    simulated: ClassVar[bool] = False
+
+    @property
+    @abc.abstractmethod
+    def enabled(self) -> bool:
+        """Whether a model writes the captions; only then may `session()` be called."""
+
+    @property
+    def caption_model(self) -> str | None:
+        """The model named in the run's metadata; None when the captions are templates."""
+        return None
+
+    def template_warning(self) -> str | None:
+        """Why a run gets template captions when that is a gap in the setup a person should hear about."""
+        return None
+
+    @abc.abstractmethod
+    def session(self) -> CaptionSession:
+        """An async session for one batch: `async with captioner.session() as s: await s.caption(...)`."""
+
+
+class SimulatedCaptionerResource(CaptionServiceResource):
+    """Asks no model: template captions (hand captions still win), free, labelled dry_run."""
+
+    simulated: ClassVar[bool] = True
+
+    @property
+    def enabled(self) -> bool:
+        return False
+
+    def session(self) -> CaptionSession:
+        raise RuntimeError("the simulated captioner is not enabled: it asks no model; use template captions")
+
+
+class CaptionerResource(CaptionServiceResource):
+    """Writes one caption per image through the configured endpoint; without one (CAPTION_API_BASE_URL
+    unset) the captions stage falls back to template captions and never calls out."""
 
     base_url: str | None = Field(
         default=None, description="CAPTION_API_BASE_URL, up to /v1 (e.g. http://localhost:11434/v1)"
     )
     api_key: str | None = Field(default=None, description="CAPTION_API_KEY; local servers may need none")
     model: str | None = Field(default=None, description="CAPTION_MODEL: the vision model to ask")
-    dry_run: bool = False
     max_concurrency: int = Field(default=8, ge=1, le=64)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=120.0, gt=0)
@@ -62,19 +102,25 @@ class CaptionerResource(dg.ConfigurableResource):
 
     @property
     def enabled(self) -> bool:
-        """Captions come from the endpoint only when one is configured and this is not a dry run."""
-        return not self.dry_run and bool(self.base_url)
+        """Captions come from the endpoint only when one is configured."""
+        return bool(self.base_url)
 
-    def model_name(self) -> str:
-        return require_credential(self.model, "CAPTION_MODEL", "the captioner (CAPTION_API_BASE_URL is set)")
+    @property
+    def caption_model(self) -> str | None:
+        return self.model if self.enabled else None
+
+    def template_warning(self) -> str | None:
+        if self.enabled:
+            return None
+        return (
+            "captions: CAPTION_API_BASE_URL is not set, so every image without a hand caption gets a template "
+            "caption; set CAPTION_API_BASE_URL and CAPTION_MODEL (and CAPTION_API_KEY for hosted APIs)"
+        )
 
     def session(self) -> CaptionSession:
-        """An async session for one batch: `async with captioner.session() as s: await s.caption(...)`."""
         if not self.enabled:
-            raise RuntimeError(
-                "the captioner is not enabled (dry-run, or CAPTION_API_BASE_URL unset); use template captions"
-            )
-        model = self.model_name()
+            raise RuntimeError("the captioner is not enabled (CAPTION_API_BASE_URL unset); use template captions")
+        model = require_credential(self.model, "CAPTION_MODEL", "the captioner (CAPTION_API_BASE_URL is set)")
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         policy = RetryPolicy(self.max_attempts, self.retry_base_delay_s, self.retry_max_delay_s)
         api = JsonApiClient(
@@ -87,7 +133,7 @@ class CaptionerResource(dg.ConfigurableResource):
             policy=policy,
         )
         limits = RequestLimits(self.token_parameter, self.max_answer_tokens, self.reasoning_tokens)
-        return CaptionSession(api, model, limits, self.image_max_side, self.bad_answer_attempts)
+        return CaptionSession(api, model, limits, self.image_max_side, self.bad_answer_attempts, self.max_concurrency)
 
 
 class RequestLimits:
@@ -127,13 +173,20 @@ class RequestLimits:
 
 class CaptionSession:
     def __init__(
-        self, api: JsonApiClient, model: str, limits: RequestLimits, image_max_side: int, bad_answer_attempts: int
+        self,
+        api: JsonApiClient,
+        model: str,
+        limits: RequestLimits,
+        image_max_side: int,
+        bad_answer_attempts: int,
+        max_concurrency: int,
     ):
         self.api = api
         self.model = model
         self.limits = limits
         self.image_max_side = image_max_side
         self.bad_answer_attempts = bad_answer_attempts
+        self.max_concurrency = max_concurrency  # requests in flight at once
 
     async def __aenter__(self) -> CaptionSession:
         return self
@@ -174,7 +227,11 @@ class CaptionSession:
             except ApiError as error:
                 if isinstance(error, MalformedAnswerError) or not self.limits.adapt(error, body, self.api.log):
                     raise
-            body = {key: value for key, value in body.items() if key not in ("max_tokens", "max_completion_tokens", "temperature")}
+            body = {
+                key: value
+                for key, value in body.items()
+                if key not in ("max_tokens", "max_completion_tokens", "temperature")
+            }
             body |= self.limits.parameters()
         return await self.api.call("POST", COMPLETIONS_PATH, json=body, idempotent=True)
 

@@ -136,9 +136,7 @@ class JsonApiClient:
         response = await self._send(what, True, lambda: self._anonymous.get(url))
         return response.content
 
-    async def _send(
-        self, what: str, idempotent: bool, send: Callable[[], Awaitable[httpx.Response]]
-    ) -> httpx.Response:
+    async def _send(self, what: str, idempotent: bool, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         for attempt in range(self.policy.max_attempts):
             last_try = attempt == self.policy.max_attempts - 1
             try:
@@ -162,17 +160,14 @@ class JsonApiClient:
             if response.status_code == 429 or response.status_code >= 500:
                 if last_try:
                     raise ApiError(
-                        f"{what}: HTTP {response.status_code} after {attempt + 1} attempts: "
-                        f"{self._snippet(response)}",
+                        f"{what}: HTTP {response.status_code} after {attempt + 1} attempts: {self._snippet(response)}",
                         response.status_code,
                     )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 await self._backoff(what, attempt, f"HTTP {response.status_code}", retry_after)
                 continue
             if response.status_code >= 400:
-                raise ApiError(
-                    f"{what}: HTTP {response.status_code}: {self._snippet(response)}", response.status_code
-                )
+                raise ApiError(f"{what}: HTTP {response.status_code}: {self._snippet(response)}", response.status_code)
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 

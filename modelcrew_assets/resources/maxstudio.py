@@ -1,164 +1,69 @@
-"""MaxStudioResource: the MaxStudio face-swap API (detect, swap, enhance) over the shared JSON API client.
-
-The key travels only in the `x-api-key` header. Requests, retries and the ambiguous-POST rule live in
-`http_api.py`; this module adds the endpoints, answer validation and the poll loop.
+"""MaxStudioResource: live face swaps through the MaxStudio API (maxstudio_client.py), as the swap provider
+the swapped_faces flow works with. MaxStudio's own errors stop here: the provider turns them into the
+provider-neutral ones of swapped_faces/providers.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import re
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import ClassVar, Literal
 
-import dagster as dg
 import httpx
 from pydantic import Field
 
 from modelcrew_assets.face_detection import FaceBox
-from modelcrew_assets.resources.http_api import ApiError, JsonApiClient, RetryPolicy
+from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError, JsonApiClient, RetryPolicy
+from modelcrew_assets.resources.maxstudio_client import SERVICE, JobFailedError, MaxStudioClient, PollSchedule
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.resources.storage_backends import StorageNotReachableError
 from modelcrew_assets.settings import require_credential
+from modelcrew_assets.swapped_faces.inputs import ProviderName, SwapInput
+from modelcrew_assets.swapped_faces.providers import (
+    AmbiguousCreateError,
+    ResultGoneError,
+    SwapJobFailedError,
+    SwapProvider,
+    SwapProviderError,
+    SwapServiceResource,
+)
 
 DEFAULT_BASE_URL = "https://api.maxstudio.ai"
 API_KEY_ENV = "MAXSTUDIO_API_KEY"
-SERVICE = "MaxStudio"
-_URL = re.compile(r"https?://[^\s'\"]+")
-_PENDING_HINT = "the job may still finish: a rerun polls it again instead of paying for a new one"
+# Result URLs that answer these are gone for good: the job counts as failed so a rerun can make a new one.
+_RESULT_GONE = (404, 410)
 
 
-class JobFailedError(ApiError):
-    """The provider finished a job as failed; the message carries its reason."""
+class MaxStudioResource(SwapServiceResource):
+    """MaxStudio face swaps (`MAXSTUDIO_API_KEY`, `MAXSTUDIO_BASE_URL`): paid jobs, ledgered by the flow."""
 
-
-class JobTimeoutError(ApiError):
-    """A job was still not finished when the overall job timeout ran out."""
-
-
-@dataclass(frozen=True)
-class PollSchedule:
-    """Wait `first_s` (about one typical job) before the first poll, then poll every `interval_s`,
-    growing by `growth` up to `max_interval_s`, until `timeout_s` has passed since the job started."""
-
-    first_s: float = 1.0
-    interval_s: float = 0.25
-    growth: float = 1.5
-    max_interval_s: float = 5.0
-    timeout_s: float = 600.0
-
-
-class MaxStudioClient:
-    """One open connection pool to MaxStudio. Use as `async with resource.client() as api:`."""
-
-    def __init__(self, api: JsonApiClient, schedule: PollSchedule):
-        self.api = api
-        self.schedule = schedule
-
-    async def __aenter__(self) -> MaxStudioClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.api.__aexit__(*exc_info)
-
-    async def detect_faces(self, image_url: str) -> list[FaceBox]:
-        # Detection creates no job, so a retry after an ambiguous failure cannot bill a second job.
-        answer = await self.api.call("POST", "/detect-face-image", json={"imageUrl": image_url}, idempotent=True)
-        what = f"{SERVICE} POST /detect-face-image"
-        faces = _field(answer, what, "detectedFaces", "faces")
-        if not isinstance(faces, list):
-            raise ApiError(f"{what}: 'detectedFaces' is not a list: {_describe(faces)}")
-        return [_box(face, what) for face in faces]
-
-    async def create_swap(self, media_url: str, faces: Sequence[FaceBox], new_face_url: str) -> str:
-        body = {
-            "mediaUrl": media_url,
-            "faces": [{"originalFace": _box_json(box), "newFace": new_face_url} for box in faces],
-        }
-        answer = await self.api.call("POST", "/swap-image", json=body, idempotent=False)
-        return _job_id(answer, f"{SERVICE} POST /swap-image")
-
-    async def wait_for_swap(self, job_id: str) -> str:
-        """Poll until the swap job is done; returns the result's media URL (do not log it)."""
-        answer = await self._wait("/swap-image", job_id)
-        result = answer.get("result")
-        media_url = result.get("mediaUrl") if isinstance(result, dict) else None
-        if not isinstance(media_url, str) or not media_url.startswith(("http://", "https://")):
-            raise ApiError(f"{SERVICE} swap job {job_id}: completed without a result.mediaUrl")
-        return media_url
-
-    async def download(self, url: str) -> bytes:
-        return await self.api.download(url)
-
-    async def create_enhance(self, image: bytes) -> str:
-        body = {"image": base64.b64encode(image).decode("ascii")}
-        answer = await self.api.call("POST", "/image-enhancer", json=body, idempotent=False)
-        return _job_id(answer, f"{SERVICE} POST /image-enhancer")
-
-    async def wait_for_enhance(self, job_id: str) -> bytes:
-        answer = await self._wait("/image-enhancer", job_id)
-        result = answer.get("result")
-        if not isinstance(result, str) or not result:
-            raise ApiError(f"{SERVICE} enhance job {job_id}: completed without a base64 result")
-        try:
-            return base64.b64decode(result, validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(f"{SERVICE} enhance job {job_id}: result is not valid base64") from None
-
-    async def _wait(self, path: str, job_id: str) -> dict[str, Any]:
-        schedule = self.schedule
-        deadline = time.monotonic() + schedule.timeout_s
-        delay, interval, last_status = schedule.first_s, schedule.interval_s, "(not polled yet)"
-        while True:
-            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
-            what = f"{SERVICE} GET {path}/{job_id}"
-            answer = await self.api.call("GET", f"{path}/{job_id}")
-            if not isinstance(answer, dict):
-                raise ApiError(f"{what}: answer is not a JSON object: {_describe(answer)}")
-            status = answer.get("status")
-            if status == "completed":
-                return answer
-            if status == "failed":
-                raise JobFailedError(f"{SERVICE} job {job_id} failed: {_reason(answer)}")
-            last_status = repr(status)
-            if time.monotonic() >= deadline:
-                raise JobTimeoutError(
-                    f"{SERVICE} job {job_id}: not finished after {schedule.timeout_s:.0f}s "
-                    f"(last status {last_status}); {_PENDING_HINT}"
-                )
-            delay, interval = interval, min(schedule.max_interval_s, interval * schedule.growth)
-
-
-class MaxStudioResource(dg.ConfigurableResource):
-    """MaxStudio face swaps (`MAXSTUDIO_API_KEY`, `MAXSTUDIO_BASE_URL`); `dry_run` swaps locally instead."""
+    provider_name: ClassVar[ProviderName] = "maxstudio"
 
     api_key: str | None = Field(default=None, description="MaxStudio API key (from MAXSTUDIO_API_KEY)")
     base_url: str = Field(default=DEFAULT_BASE_URL, description="MaxStudio API root")
-    dry_run: bool = Field(default=False, description="simulate swaps locally at no cost (MODELCREW_DRY_RUN)")
-    max_concurrency: int = Field(default=4, ge=1, le=64, description="simultaneous requests and running jobs")
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=60.0, gt=0)
-    retry_attempts: int = Field(default=6, ge=1, le=20)
+    max_attempts: int = Field(default=6, ge=1, le=20, description="tries per request on 429/5xx/connect errors")
     retry_base_delay_s: float = Field(default=0.5, ge=0)
     retry_max_delay_s: float = Field(default=30.0, ge=0)
     poll_first_s: float = Field(default=1.0, ge=0, description="wait before a job's first poll")
     poll_interval_s: float = Field(default=0.25, gt=0, description="then poll this often, growing 1.5x")
     poll_max_interval_s: float = Field(default=5.0, gt=0)
     job_timeout_s: float = Field(default=600.0, gt=0, description="give up polling a job after this long")
-    price_per_job: float = Field(default=0.0, ge=0, description="USD per created job, for the cost estimate")
 
-    def check_live_ready(self, storage: StorageResource) -> None:
-        """Raise before any call when a live run cannot work: no key, or storage MaxStudio cannot fetch."""
+    def check_ready(self, storage: StorageResource) -> None:
+        """No key, or storage MaxStudio cannot fetch from: raised before any call."""
         require_credential(self.api_key, API_KEY_ENV, SERVICE)
         if storage.is_local:
             raise StorageNotReachableError(
                 f"{SERVICE} fetches the photos by URL, but storage is local ({storage.url}); set "
                 "MODELCREW_STORAGE_URL=s3://bucket/prefix for live runs, or MODELCREW_DRY_RUN=1 to swap locally"
             )
+
+    @asynccontextmanager
+    async def swaps(self, storage: StorageResource, face: SwapInput) -> AsyncIterator[SwapProvider]:
+        async with self.client() as client:
+            yield MaxStudioSwaps(client, storage)
 
     def client(self, transport: httpx.AsyncBaseTransport | None = None) -> MaxStudioClient:
         key = require_credential(self.api_key, API_KEY_ENV, SERVICE)
@@ -169,7 +74,7 @@ class MaxStudioResource(dg.ConfigurableResource):
             max_concurrency=self.max_concurrency,
             connect_timeout_s=self.connect_timeout_s,
             read_timeout_s=self.read_timeout_s,
-            policy=RetryPolicy(self.retry_attempts, self.retry_base_delay_s, self.retry_max_delay_s),
+            policy=RetryPolicy(self.max_attempts, self.retry_base_delay_s, self.retry_max_delay_s),
             transport=transport,
         )
         schedule = PollSchedule(
@@ -178,43 +83,51 @@ class MaxStudioResource(dg.ConfigurableResource):
         return MaxStudioClient(api, schedule)
 
 
-def _field(answer: Any, what: str, *names: str) -> Any:
-    if isinstance(answer, dict):
-        for name in names:
-            if name in answer:
-                return answer[name]
-    raise ApiError(f"{what}: answer has no {' or '.join(repr(n) for n in names)}: {_describe(answer)}")
+class MaxStudioSwaps:
+    """Live swaps. MaxStudio fetches the photos itself, through presigned URLs that are never logged."""
+
+    name = "maxstudio"
+    simulated = False
+
+    def __init__(self, client: MaxStudioClient, storage: StorageResource):
+        self.client = client
+        self.storage = storage
+
+    async def detect(self, target: SwapInput) -> list[FaceBox]:
+        with _neutral_errors("request"):
+            boxes = await self.client.detect_faces(self.storage.presigned_get_url(target.key))
+        return sorted(boxes, key=lambda box: box.area, reverse=True)
+
+    async def create_swap(self, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]) -> str:
+        with _neutral_errors("create"):
+            return await self.client.create_swap(
+                self.storage.presigned_get_url(target.key), boxes, self.storage.presigned_get_url(face.key)
+            )
+
+    async def finish_swap(self, job_id: str, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]) -> bytes:
+        with _neutral_errors("result"):
+            return await self.client.download(await self.client.wait_for_swap(job_id))
+
+    async def create_enhance(self, image: bytes) -> str:
+        with _neutral_errors("create"):
+            return await self.client.create_enhance(image)
+
+    async def finish_enhance(self, job_id: str, image: bytes) -> bytes:
+        with _neutral_errors("result"):
+            return await self.client.wait_for_enhance(job_id)
 
 
-def _job_id(answer: Any, what: str) -> str:
-    job_id = _field(answer, what, "jobId")
-    if not isinstance(job_id, (str, int)) or isinstance(job_id, bool) or not str(job_id).strip():
-        raise ApiError(f"{what}: 'jobId' is not a usable id: {_describe(job_id)}")
-    return str(job_id)
-
-
-def _box(face: Any, what: str) -> FaceBox:
+@contextmanager
+def _neutral_errors(call: Literal["request", "create", "result"]) -> Iterator[None]:
+    """MaxStudio's failures as the flow knows them: an unanswered create is ambiguous (it may have been
+    billed), and a job's result that answers 404/410 is gone for good."""
     try:
-        values = [int(face[name]) for name in ("x", "y", "width", "height")]
-    except (TypeError, KeyError, ValueError):
-        raise ApiError(f"{what}: a face is not {{x, y, width, height}}: {_describe(face)}") from None
-    if values[2] <= 0 or values[3] <= 0:
-        raise ApiError(f"{what}: a face has no area: {_describe(face)}")
-    return FaceBox(*values)
-
-
-def _box_json(box: FaceBox) -> dict[str, int]:
-    return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
-
-
-def _reason(answer: dict[str, Any]) -> str:
-    for name in ("error", "message", "reason", "detail"):
-        if isinstance(answer.get(name), str) and answer[name].strip():
-            return answer[name].strip()[:300]
-    return "the provider gave no reason"
-
-
-def _describe(value: Any) -> str:
-    # Answers can echo presigned URLs (sensitive), so URLs are masked before a message is built.
-    text = _URL.sub("<url>", repr(value))
-    return text if len(text) <= 200 else text[:200] + "..."
+        yield
+    except ApiError as error:
+        if isinstance(error, JobFailedError):
+            raise SwapJobFailedError(str(error)) from error
+        if isinstance(error, AmbiguousRequestError) and call == "create":
+            raise AmbiguousCreateError(str(error)) from error
+        if call == "result" and error.status in _RESULT_GONE:
+            raise ResultGoneError(str(error)) from error
+        raise SwapProviderError(str(error)) from error

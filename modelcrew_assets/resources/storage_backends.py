@@ -1,13 +1,19 @@
-"""The two places bytes can live: a local folder and an S3 bucket, behind one small interface."""
+"""The two places bytes can live: a local folder and an S3 bucket, behind one small interface.
+
+No Dagster here: ObjectStore (modelcrew_assets/object_store.py) builds on these for the orchestrator and the
+GPU worker alike.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +40,9 @@ class StorageNotReachableError(RuntimeError):
 
 class StorageBackend(Protocol):
     def put(self, key: str, data: bytes, sha256: str, content_type: str | None) -> None: ...
+    def put_if_absent(self, key: str, data: bytes, sha256: str, content_type: str | None) -> bool: ...
+    def put_file(self, key: str, path: Path, sha256: str, content_type: str | None) -> None: ...
+    def download(self, key: str, destination: Path) -> None: ...
     def get(self, key: str) -> bytes: ...
     def head(self, key: str) -> StoredObject | None: ...
     def stored_sha256(self, key: str) -> str | None: ...
@@ -52,20 +61,47 @@ class LocalBackend:
         return self.root / key
 
     def put(self, key: str, data: bytes, sha256: str, content_type: str | None) -> None:
+        with self._temporary(key, lambda handle: handle.write(data)) as (tmp, path):
+            os.replace(tmp, path)
+
+    def put_if_absent(self, key: str, data: bytes, sha256: str, content_type: str | None) -> bool:
+        # A hard link fails when the name is taken, so of two racing writers exactly one wins, and the
+        # file appears whole because it was written under its temporary name first.
+        with self._temporary(key, lambda handle: handle.write(data)) as (tmp, path):
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+
+    def put_file(self, key: str, path: Path, sha256: str, content_type: str | None) -> None:
+        with path.open("rb") as source:
+            with self._temporary(key, lambda handle: shutil.copyfileobj(source, handle, 1 << 20)) as (tmp, target):
+                os.replace(tmp, target)
+
+    @contextmanager
+    def _temporary(self, key: str, write) -> Iterator[tuple[str, Path]]:
+        """A temporary file beside the key's path, written by `write` and always removed afterwards."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
+                write(handle)
+            yield tmp, path
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise KeyError(key) from None
+
+    def download(self, key: str, destination: Path) -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(self._path(key), destination)
         except (FileNotFoundError, IsADirectoryError):
             raise KeyError(key) from None
 
@@ -76,7 +112,8 @@ class LocalBackend:
         return self._stat(key, path)
 
     def stored_sha256(self, key: str) -> str | None:
-        return None
+        path = self._path(key)
+        return file_sha256(path) if path.is_file() else None
 
     @staticmethod
     def _stat(key: str, path: Path) -> StoredObject:
@@ -85,7 +122,7 @@ class LocalBackend:
             key=key,
             size=stat.st_size,
             etag=f"{stat.st_size}-{stat.st_mtime_ns}",
-            modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
         )
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
@@ -133,14 +170,43 @@ class S3Backend:
         return self.prefix + key
 
     def put(self, key: str, data: bytes, sha256: str, content_type: str | None) -> None:
-        extra = {"ContentType": content_type} if content_type else {}
-        self.client.put_object(
-            Bucket=self.bucket, Key=self._full(key), Body=data, Metadata={SHA256_METADATA: sha256}, **extra
-        )
+        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **_put_args(sha256, content_type))
+
+    def put_if_absent(self, key: str, data: bytes, sha256: str, content_type: str | None) -> bool:
+        """S3's conditional write: 412 when the key exists; 409 while another conditional write to it is in
+        flight, which S3 asks callers to retry."""
+        conflicts = 0
+        while True:
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._full(key), Body=data, IfNoneMatch="*",
+                    **_put_args(sha256, content_type),
+                )  # fmt: skip
+                return True
+            except ClientError as error:
+                code = error.response["Error"]["Code"]
+                if code in ("PreconditionFailed", "412"):
+                    return False
+                conflicts += 1
+                if code not in ("ConditionalRequestConflict", "409") or conflicts >= _CONFLICT_RETRIES:
+                    raise
+
+    def put_file(self, key: str, path: Path, sha256: str, content_type: str | None) -> None:
+        # boto3's managed transfer: multipart for large files (checkpoints), retried per part.
+        self.client.upload_file(str(path), self.bucket, self._full(key), ExtraArgs=_put_args(sha256, content_type))
 
     def get(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise KeyError(key) from None
+            raise
+
+    def download(self, key: str, destination: Path) -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(self.bucket, self._full(key), str(destination))
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 raise KeyError(key) from None
@@ -184,5 +250,21 @@ class S3Backend:
         return f"s3://{self.bucket}/{self._full(key)}"
 
 
+_CONFLICT_RETRIES = 3
+
+
+def _put_args(sha256: str, content_type: str | None) -> dict:
+    extra = {"ContentType": content_type} if content_type else {}
+    return {"Metadata": {SHA256_METADATA: sha256}, **extra}
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,18 +5,16 @@ import asyncio
 import dagster as dg
 from pydantic import Field
 
+from modelcrew_assets import asset_names
 from modelcrew_assets.handoffs import SwappedFaces, read_model_spec, write_index
-from modelcrew_assets.intake.upload_scan import group_uploads
+from modelcrew_assets.intake.upload_scan import ModelUploads, group_uploads
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
-from modelcrew_assets.resources.maxstudio import MaxStudioResource
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.intake.upload_scan import ModelUploads
 from modelcrew_assets.storage_keys import upload_prefix
-from modelcrew_assets.swapped_faces.dry_run import DryRunProvider
 from modelcrew_assets.swapped_faces.flow import SwapRun, swap_all
 from modelcrew_assets.swapped_faces.inputs import ASSET, SwapOptions, load_inputs
-from modelcrew_assets.swapped_faces.providers import MaxStudioProvider
+from modelcrew_assets.swapped_faces.providers import SwapServiceResource
 from modelcrew_assets.swapped_faces.report import SwapReport, describe_failure
 from modelcrew_assets.swapped_faces.results import TargetOutcome
 
@@ -31,7 +29,7 @@ class SwapRunConfig(dg.Config):
 
 @dg.asset(
     name=ASSET,
-    deps=["model_uploads"],
+    deps=[asset_names.MODEL_UPLOADS],
     partitions_def=models_partitions,
     group_name="training_data",
     kinds={"python", "s3"},
@@ -40,28 +38,25 @@ def swapped_faces(
     context: dg.AssetExecutionContext,
     config: SwapRunConfig,
     storage: StorageResource,
-    maxstudio: MaxStudioResource,
+    face_swaps: SwapServiceResource,
 ) -> dg.MaterializeResult:
     """The model's face swapped onto each of its target photos."""
     model = context.partition_key
     spec, uploads = _read_uploads(storage, model)
-    if not maxstudio.dry_run:
-        maxstudio.check_live_ready(storage)
-    options = SwapOptions(
-        faces=spec.swap.faces, enhance=spec.swap.enhance, provider="dry_run" if maxstudio.dry_run else "maxstudio"
-    )
+    face_swaps.check_ready(storage)
+    options = SwapOptions(faces=spec.swap.faces, enhance=spec.swap.enhance, provider=face_swaps.provider_name)
     inputs = load_inputs(storage, uploads, options)
     for key, why in inputs.unreadable:
         context.log.warning(f"skipping unreadable target {key}: {why}")
-    run = SwapRun(model, inputs, options, maxstudio.max_concurrency, config.resubmit_ambiguous)
-    outcomes = asyncio.run(_swap(run, maxstudio, storage))
-    report = SwapReport(model, outcomes, inputs.unreadable, maxstudio.dry_run, maxstudio.price_per_job)
+    run = SwapRun(model, inputs, options, face_swaps.max_concurrency, config.resubmit_ambiguous)
+    outcomes = asyncio.run(_swap(run, face_swaps, storage))
+    report = SwapReport(model, outcomes, inputs.unreadable, face_swaps.simulated, face_swaps.price_per_job)
     for outcome in report.problems:
         context.log.warning(f"{outcome.target_key}: {outcome.status}: {outcome.reason}")
     metadata = report.metadata(storage)
     if not report.meets(spec.swap.min_success):
         raise dg.Failure(description=describe_failure(report, spec.swap.min_success), metadata=metadata)
-    index = SwappedFaces(model=model, dry_run=maxstudio.dry_run, images=report.images)
+    index = SwappedFaces(model=model, dry_run=face_swaps.simulated, images=report.images)
     write_index(storage, index)
     return dg.MaterializeResult(metadata=metadata)
 
@@ -74,10 +69,6 @@ def _read_uploads(storage: StorageResource, model: str) -> tuple[ModelSpec, Mode
     return read_model_spec(storage, model), uploads
 
 
-async def _swap(run: SwapRun, maxstudio: MaxStudioResource, storage: StorageResource) -> list[TargetOutcome]:
-    if maxstudio.dry_run:
-        provider = await asyncio.to_thread(DryRunProvider, run.inputs.face)
+async def _swap(run: SwapRun, face_swaps: SwapServiceResource, storage: StorageResource) -> list[TargetOutcome]:
+    async with face_swaps.swaps(storage, run.inputs.face) as provider:
         return await swap_all(run, provider, storage)
-    async with maxstudio.client() as client:
-        return await swap_all(run, MaxStudioProvider(client, storage), storage)
-

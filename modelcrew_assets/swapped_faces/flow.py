@@ -19,17 +19,19 @@ from typing import TypeVar
 from PIL import Image
 
 from modelcrew_assets.imaging import ImageInputError, decode_image
-from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError
-from modelcrew_assets.resources.maxstudio import JobFailedError
-from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.object_store import Storage
 from modelcrew_assets.swapped_faces.inputs import SwapInput, SwapInputs, SwapOptions, SwapTarget
 from modelcrew_assets.swapped_faces.ledger import LedgerRecord, LedgerStore, Step
-from modelcrew_assets.swapped_faces.providers import SwapProvider
+from modelcrew_assets.swapped_faces.providers import (
+    AmbiguousCreateError,
+    ResultGoneError,
+    SwapJobFailedError,
+    SwapProvider,
+    SwapProviderError,
+)
 from modelcrew_assets.swapped_faces.results import TargetOutcome, store_result
 
 T = TypeVar("T")
-# Result URLs that answer these are gone for good: the job counts as failed so a rerun can make a new one.
-_RESULT_GONE = (404, 410)
 
 
 class Interrupted(Exception):
@@ -45,7 +47,7 @@ class SwapRun:
     resubmit_ambiguous: bool = False
 
 
-async def swap_all(run: SwapRun, provider: SwapProvider, storage: StorageResource) -> list[TargetOutcome]:
+async def swap_all(run: SwapRun, provider: SwapProvider, storage: Storage) -> list[TargetOutcome]:
     """Swap every target. Expected failures become outcomes; an unexpected error stops new work, lets
     the in-flight creates reach the ledger, then propagates (a rerun resumes from the ledger)."""
     ledger = LedgerStore(storage, run.model)
@@ -76,7 +78,7 @@ class _TargetSwap:
         self.source: SwapInput = target.source
         self.face: SwapInput = run.inputs.face
         self.provider: SwapProvider = provider
-        self.storage: StorageResource = storage
+        self.storage: Storage = storage
         self.ledger: LedgerStore = ledger
         self.slots: asyncio.Semaphore = slots
         self.detecting: asyncio.Semaphore = detecting
@@ -86,7 +88,11 @@ class _TargetSwap:
 
     async def run(self) -> TargetOutcome:
         record = await asyncio.to_thread(self.ledger.load, self.target.cache_key) or self._new_record()
-        if record.outcome == "done" and record.result and await asyncio.to_thread(self.storage.exists, record.result.key):
+        if (
+            record.outcome == "done"
+            and record.result
+            and await asyncio.to_thread(self.storage.exists, record.result.key)
+        ):
             return self._outcome("cached", record)
         if record.outcome == "no_face":
             return self._outcome("no_face", record)
@@ -97,7 +103,7 @@ class _TargetSwap:
             try:
                 async with self.detecting:
                     boxes = await self._timed("detect", self.provider.detect(self.source))
-            except ApiError as error:
+            except SwapProviderError as error:
                 return await self._finish(record.update(outcome="failed", reason=f"face detection: {error}"))
             # Not saved on its own: detection bills no job, so the next ledger write carries the boxes.
             record = record.update(face_boxes=tuple(b.as_tuple() for b in boxes))
@@ -129,7 +135,7 @@ class _TargetSwap:
             swapped[1],
             chosen,
             self.timings,
-            self.provider.dry_run,
+            self.provider.simulated,
         )
         return await self._finish(record.update(outcome="done", reason=None, result=result))
 
@@ -149,9 +155,9 @@ class _TargetSwap:
                     raise Interrupted
                 try:
                     job_id = await self._timed(f"{step}_create", create())
-                except AmbiguousRequestError as error:
+                except AmbiguousCreateError as error:
                     return await self._save(record.with_ambiguity(step, f"{step}: {error}")), None
-                except ApiError as error:
+                except SwapProviderError as error:
                     return record.update(outcome="failed", reason=f"{step}: {error}"), None
                 self.created.append(job_id)
                 # The first poll waits about a job's length anyway: write the ledger during that wait.
@@ -164,11 +170,11 @@ class _TargetSwap:
             job_id = record.live_job(step).job_id
             try:
                 data = await self._timed(f"{step}_job", polling or self._unless_stopped(finish(job_id)))
-            except JobFailedError as error:
+            except SwapJobFailedError as error:
                 return self._failed_job(record, step, job_id, str(error)), None
-            except ApiError as error:
-                if error.status in _RESULT_GONE:
-                    return self._failed_job(record, step, job_id, f"result is gone: {error}"), None
+            except ResultGoneError as error:
+                return self._failed_job(record, step, job_id, f"result is gone: {error}"), None
+            except SwapProviderError as error:
                 return record.update(outcome="failed", reason=f"{step} job {job_id}: {error}"), None
         # The job is finished: its slot is free before the result is decoded and recorded.
         try:

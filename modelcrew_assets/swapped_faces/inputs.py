@@ -12,12 +12,15 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from modelcrew_assets import asset_names
 from modelcrew_assets.imaging import ImageInputError, decode_image
 from modelcrew_assets.intake.upload_scan import ModelUploads
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.resources.storage_backends import sha256_hex
 
-ASSET = "swapped_faces"
+ASSET = asset_names.SWAPPED_FACES
+# The providers' names as cache keys and sidecars record them ("dry_run" is the simulated swapper's).
+ProviderName = Literal["maxstudio", "dry_run"]
 
 
 class SwapOptions(BaseModel):
@@ -27,7 +30,7 @@ class SwapOptions(BaseModel):
 
     faces: Literal["largest", "all"] = "largest"
     enhance: bool = False
-    provider: Literal["maxstudio", "dry_run"] = "maxstudio"
+    provider: ProviderName = "maxstudio"
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def load_inputs(storage: StorageResource, uploads: ModelUploads, options: SwapOp
         loaded = list(pool.map(lambda key: _try_read(storage, key), keys))
     by_cache_key: dict[str, list[SwapInput]] = {}
     unreadable = []
-    for key, result in zip(keys, loaded):
+    for key, result in zip(keys, loaded, strict=True):
         if isinstance(result, str):
             unreadable.append((key, result))
             continue

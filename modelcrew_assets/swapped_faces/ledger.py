@@ -7,14 +7,14 @@ itself; job entries are appended, never removed, so the ledger is also the bill.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from modelcrew_assets.face_detection import FaceBox
 from modelcrew_assets.handoffs import SwappedFace
-from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.object_store import Storage
 from modelcrew_assets.storage_keys import asset_prefix
 from modelcrew_assets.swapped_faces.inputs import ASSET, SwapOptions
 
@@ -23,7 +23,7 @@ Step = Literal["swap", "enhance"]
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class _Frozen(BaseModel):
@@ -99,7 +99,7 @@ class LedgerRecord(_Frozen):
 
 
 class LedgerStore:
-    def __init__(self, storage: StorageResource, model: str):
+    def __init__(self, storage: Storage, model: str):
         self.storage = storage
         self.prefix = asset_prefix(model, ASSET) + "ledger/"
 

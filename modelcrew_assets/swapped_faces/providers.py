@@ -1,60 +1,70 @@
-"""Who does the swap: MaxStudio (live, paid) or the local dry-run swapper, behind one small interface,
-so the flow, the ledger and the caching are the same code in both modes."""
+"""Who does the swap, behind one small interface, so the flow, the ledger and the caching are the same code
+whichever provider runs: MaxStudio (live, paid; resources/maxstudio.py) or the local simulated swapper
+(simulated.py). Which one a deployment binds is decided once, in resources/selection.py.
+
+Providers raise only the errors defined here: the flow never sees a concrete service's error types."""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar, Protocol
+
+import dagster as dg
+from pydantic import Field
 
 from modelcrew_assets.face_detection import FaceBox
-from modelcrew_assets.resources.maxstudio import MaxStudioClient
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.swapped_faces.inputs import SwapInput
+from modelcrew_assets.swapped_faces.inputs import ProviderName, SwapInput
+
+
+class SwapProviderError(Exception):
+    """A provider call that failed for good; the message says what and why, never a secret."""
+
+
+class AmbiguousCreateError(SwapProviderError):
+    """A create request may have reached the provider though no answer came: creating again could bill twice."""
+
+
+class SwapJobFailedError(SwapProviderError):
+    """The provider finished the job as failed (the message carries its reason); a rerun may create another."""
+
+
+class ResultGoneError(SwapProviderError):
+    """A finished job's result can no longer be fetched; a rerun may create another job."""
 
 
 class SwapProvider(Protocol):
     name: str
-    dry_run: bool
+    simulated: bool  # the label (dry_run) on what it makes
 
     async def detect(self, target: SwapInput) -> list[FaceBox]: ...
 
     async def create_swap(self, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]) -> str: ...
 
-    async def finish_swap(
-        self, job_id: str, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]
-    ) -> bytes: ...
+    async def finish_swap(self, job_id: str, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]) -> bytes: ...
 
     async def create_enhance(self, image: bytes) -> str: ...
 
     async def finish_enhance(self, job_id: str, image: bytes) -> bytes: ...
 
 
-class MaxStudioProvider:
-    """Live swaps. MaxStudio fetches the photos itself, through presigned URLs that are never logged."""
+class SwapServiceResource(dg.ConfigurableResource, abc.ABC):
+    """The face-swap service the swapped_faces asset asks. Subclasses: MaxStudioResource (live),
+    SimulatedSwapResource (dry run)."""
 
-    name = "maxstudio"
-    dry_run = False
+    # Part of every cache key, so results of different providers never stand in for each other.
+    provider_name: ClassVar[ProviderName]
+    # The label on what it makes (dry_run in the index, sidecars and metadata); a simulated job is free.
+    simulated: ClassVar[bool] = False
 
-    def __init__(self, client: MaxStudioClient, storage: StorageResource):
-        self.client = client
-        self.storage = storage
+    max_concurrency: int = Field(default=4, ge=1, le=64, description="simultaneous requests and running jobs")
+    price_per_job: float = Field(default=0.0, ge=0, description="USD per created job, for the cost estimate")
 
-    async def detect(self, target: SwapInput) -> list[FaceBox]:
-        boxes = await self.client.detect_faces(self.storage.presigned_get_url(target.key))
-        return sorted(boxes, key=lambda box: box.area, reverse=True)
+    def check_ready(self, storage: StorageResource) -> None:
+        """Raise before any call when a run cannot work (no credential, storage the service cannot fetch)."""
 
-    async def create_swap(self, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]) -> str:
-        return await self.client.create_swap(
-            self.storage.presigned_get_url(target.key), boxes, self.storage.presigned_get_url(face.key)
-        )
-
-    async def finish_swap(
-        self, job_id: str, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]
-    ) -> bytes:
-        return await self.client.download(await self.client.wait_for_swap(job_id))
-
-    async def create_enhance(self, image: bytes) -> str:
-        return await self.client.create_enhance(image)
-
-    async def finish_enhance(self, job_id: str, image: bytes) -> bytes:
-        return await self.client.wait_for_enhance(job_id)
+    @abc.abstractmethod
+    def swaps(self, storage: StorageResource, face: SwapInput) -> AbstractAsyncContextManager[SwapProvider]:
+        """One run's provider for this face: `async with resource.swaps(storage, face) as provider:`."""

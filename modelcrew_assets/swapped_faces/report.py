@@ -23,7 +23,7 @@ class SwapReport:
     model: str
     outcomes: list[TargetOutcome]
     unreadable: tuple[tuple[str, str], ...]
-    dry_run: bool
+    simulated: bool  # the provider's label: its jobs are free, and the metadata says dry_run
     price_per_job: float
 
     @property
@@ -41,8 +41,8 @@ class SwapReport:
 
     @property
     def jobs_created(self) -> int:
-        """Paid jobs created by this run (dry-run jobs are simulated and free)."""
-        return 0 if self.dry_run else sum(outcome.jobs_created for outcome in self.outcomes)
+        """Paid jobs created by this run (a simulated provider's are free)."""
+        return 0 if self.simulated else sum(outcome.jobs_created for outcome in self.outcomes)
 
     @property
     def problems(self) -> list[TargetOutcome]:
@@ -73,7 +73,7 @@ class SwapReport:
             "provider_job_ids": dg.MetadataValue.json(
                 {o.target_key: list(o.job_ids) for o in self.outcomes[:_LISTED] if o.job_ids}
             ),
-            "dry_run": self.dry_run,
+            "dry_run": self.simulated,
             "dagster/row_count": len(self.images),
             "dagster/uri": dg.MetadataValue.path(storage.uri(asset_prefix(self.model, ASSET))),
         }

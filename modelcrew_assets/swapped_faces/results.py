@@ -12,7 +12,7 @@ from PIL import Image
 from modelcrew_assets.face_detection import FaceBox
 from modelcrew_assets.handoffs import SwappedFace
 from modelcrew_assets.imaging import encode_jpeg
-from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.object_store import Storage
 from modelcrew_assets.resources.storage_backends import sha256_hex
 from modelcrew_assets.storage_keys import asset_prefix
 from modelcrew_assets.swapped_faces.inputs import ASSET, SwapInput
@@ -37,16 +37,17 @@ class TargetOutcome:
 
 
 def store_result(
-    storage: StorageResource,
+    storage: Storage,
     record: LedgerRecord,
     target: SwapInput,
     face: SwapInput,
     image: Image.Image,
     boxes: list[FaceBox],
     timings: dict[str, float],
-    dry_run: bool,
+    simulated: bool,
 ) -> SwappedFace:
-    """Write the JPEG (content-addressed) and its sidecar; returns the index entry."""
+    """Write the JPEG (content-addressed) and its sidecar, labelled dry_run when `simulated`; returns the
+    index entry."""
     data = encode_jpeg(image)
     sha = sha256_hex(data)
     key = f"{asset_prefix(record.model, ASSET)}{sha}.jpg"
@@ -72,7 +73,7 @@ def store_result(
         "swap_job_ids": [job.job_id for job in record.swap_jobs],
         "enhance_job_ids": [job.job_id for job in record.enhance_jobs],
         "timings_s": {name: round(value, 3) for name, value in timings.items()},
-        "dry_run": dry_run,
+        "dry_run": simulated,
     }
     storage.put_bytes(key[: -len(".jpg")] + ".json", json.dumps(sidecar, indent=2).encode(), "application/json")
     return swapped

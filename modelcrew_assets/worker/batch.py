@@ -5,7 +5,7 @@ in flight).
 
 Extras: storage_url, output_prefix, generator ("diffusers" | "stand_in"), base_model (optional path),
 checkpoint {key, sha256, step}, face_keys (the stand-in's reference faces), max_gpu_minutes (optional),
-jobs [ImageJob.as_dict() + image_key, record_key]: output_prefix holds every job's keys."""
+jobs [jobs.BatchJob.as_dict()]: output_prefix holds every job's keys."""
 
 from __future__ import annotations
 
@@ -16,23 +16,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dagster_pipes import PipesContext
 
-from modelcrew_assets.worker.generate import JobError, RenderJob, check_generator, open_renderer, png_bytes
-from modelcrew_assets.worker.messages import LOG_TAIL_LINES, RESULT
-from modelcrew_assets.worker.store import WorkerStore, file_sha256
+from modelcrew_assets.object_store import ObjectStore, file_sha256
+from modelcrew_assets.worker.generate import check_generator, open_renderer, png_bytes
+from modelcrew_assets.worker.generators import STAND_IN
+from modelcrew_assets.worker.jobs import BatchJob, JobError
+from modelcrew_assets.worker.messages import LOG_TAIL_LINES, BatchImageStored, BatchResult
+from modelcrew_assets.worker.store import open_store
 from modelcrew_assets.worker.train import WorkerError
 
-# {"type": "generated_image", "index", "key", "sha256", "seconds"}
-GENERATED_IMAGE = "generated_image"
 MAX_GPU_MINUTES = "max_gpu_minutes"
 
-# A job dict -> the finished image as PNG bytes.
-Render = Callable[[Mapping[str, Any]], bytes]
+# A job -> the finished image as PNG bytes.
+Render = Callable[[BatchJob], bytes]
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,12 @@ class BatchOutcome:
 
 
 def render_batch(
-    store: WorkerStore,
+    store: ObjectStore,
     render: Render,
-    jobs: Sequence[Mapping[str, Any]],
+    jobs: Sequence[BatchJob],
     provenance: Mapping[str, Any],
     prefix: str,
-    report: Callable[[dict[str, Any]], None],
+    report: Callable[[BatchImageStored], None],
     max_gpu_minutes: float | None = None,
     started: float | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -57,48 +58,32 @@ def render_batch(
     """Render every job whose image or record is not yet stored, in order. `provenance` holds the fields
     every record shares (checkpoint, base model, generator, dry_run)."""
     started = clock() if started is None else started
-    stored = set(store.list_keys(prefix))
+    stored = {item.key for item in store.list(prefix)}
     rendered = skipped = 0
     render_seconds = 0.0
-    with tempfile.TemporaryDirectory(prefix="modelcrew-batch-") as scratch:
-        for job in jobs:
-            index, key = int(job["index"]), job["image_key"]
-            if key in stored and job["record_key"] in stored:
-                skipped += 1
-                continue
-            if max_gpu_minutes is not None and clock() - started >= max_gpu_minutes * 60:
-                return BatchOutcome(rendered, skipped, MAX_GPU_MINUTES, render_seconds)
-            began = clock()
-            data = render(job)
-            seconds = clock() - began
-            sha256 = _upload(store, Path(scratch) / f"{index:04d}.png", key, data, "image/png")
-            record = {
-                **{name: job[name] for name in _JOB_FIELDS},
-                **provenance,
-                "key": key,
-                "sha256": sha256,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "seconds": round(seconds, 3),
-            }
-            encoded = json.dumps(record, indent=2, sort_keys=True).encode()
-            _upload(store, Path(scratch) / f"{index:04d}.json", job["record_key"], encoded, "application/json")
-            rendered += 1
-            render_seconds += seconds
-            report({"type": GENERATED_IMAGE, "index": index, "key": key, "sha256": sha256, "seconds": round(seconds, 3)})
+    for job in jobs:
+        if job.output_key in stored and job.record_key in stored:
+            skipped += 1
+            continue
+        if max_gpu_minutes is not None and clock() - started >= max_gpu_minutes * 60:
+            return BatchOutcome(rendered, skipped, MAX_GPU_MINUTES, render_seconds)
+        began = clock()
+        data = render(job)
+        seconds = clock() - began
+        sha256 = store.put_bytes(job.output_key, data, "image/png").sha256
+        record = {
+            **job.recorded(),
+            **provenance,
+            "key": job.output_key,
+            "sha256": sha256,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+        }
+        store.put_bytes(job.record_key, json.dumps(record, indent=2, sort_keys=True).encode(), "application/json")
+        rendered += 1
+        render_seconds += seconds
+        report(BatchImageStored(index=job.index, key=job.output_key, sha256=sha256, seconds=round(seconds, 3)))
     return BatchOutcome(rendered, skipped, None, render_seconds)
-
-
-_JOB_FIELDS = (
-    "index", "prompt", "negative_prompt", "seed", "width", "height", "platform", "aspect", "sampler", "steps",
-    "cfg", "lora_weight",
-)
-
-
-def _upload(store: WorkerStore, scratch: Path, key: str, data: bytes, content_type: str) -> str:
-    scratch.write_bytes(data)
-    sha256, _ = store.upload(scratch, key, content_type)
-    scratch.unlink()
-    return sha256
 
 
 def run(pipes: PipesContext) -> None:
@@ -110,42 +95,33 @@ def run(pipes: PipesContext) -> None:
         tail.append(message)
         pipes.log.info(message)
 
-    def report(message: dict[str, Any]) -> None:
-        pipes.report_custom_message(message)
-        log(f"image {message['index']:04d} done in {message['seconds']:.1f} s")
+    def report(message: BatchImageStored) -> None:
+        pipes.report_custom_message(message.model_dump(mode="json"))
+        log(f"image {message.index:04d} done in {message.seconds:.1f} s")
 
     try:
         outcome, generator = _render_all(extras, started, log, report)
     except Exception as error:
         text = str(error) if isinstance(error, (WorkerError, JobError)) else f"{type(error).__name__}: {error}"
-        pipes.report_custom_message({"type": RESULT, "ok": False, "error": text, "log_tail": list(tail)})
+        pipes.report_custom_message(BatchResult(ok=False, error=text, log_tail=tuple(tail)).model_dump(mode="json"))
         raise WorkerError(text) from error
     if outcome.stopped_by:
-        pipes.log.warning(f"stopped by {outcome.stopped_by} after {outcome.rendered} images; the rest waits for the next run")
-    pipes.report_custom_message(
-        {
-            "type": RESULT, "ok": True, "error": None, "log_tail": [], "generator": generator,
-            "rendered": outcome.rendered, "skipped": outcome.skipped, "stopped_by": outcome.stopped_by,
-            "render_seconds": round(outcome.render_seconds, 3),
-        }
+        pipes.log.warning(
+            f"stopped by {outcome.stopped_by} after {outcome.rendered} images; the rest waits for the next run"
+        )
+    done = BatchResult(
+        ok=True, generator=generator, rendered=outcome.rendered, skipped=outcome.skipped,
+        stopped_by=outcome.stopped_by, render_seconds=round(outcome.render_seconds, 3),
     )  # fmt: skip
+    pipes.report_custom_message(done.model_dump(mode="json"))
 
 
 def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple[BatchOutcome, str]:
-    store = WorkerStore(extras["storage_url"])
+    store = open_store(extras["storage_url"])
     prefix: str = extras["output_prefix"]
     checkpoint = extras["checkpoint"]
-    jobs = extras["jobs"]
     # Every job is checked (sampler, size) before the pipeline is loaded: nothing is spent on a bad batch.
-    render_jobs = {
-        int(job["index"]): RenderJob(
-            id=f"{int(job['index']):04d}", prompt=job["prompt"], negative_prompt=job["negative_prompt"],
-            seed=int(job["seed"]), width=int(job["width"]), height=int(job["height"]), steps=int(job["steps"]),
-            cfg=float(job["cfg"]), sampler=job["sampler"], output_key=job["image_key"],
-            lora_key=checkpoint["key"], lora_weight=float(job["lora_weight"]),
-        )  # fmt: skip
-        for job in jobs
-    }
+    jobs = [BatchJob.from_mapping(job) for job in extras["jobs"]]
     generator = extras["generator"]
     check_generator(generator)  # before the checkpoint download
     with tempfile.TemporaryDirectory(prefix="modelcrew-batch-") as scratch_dir:
@@ -157,7 +133,7 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
                 f"{checkpoint['key']} in storage does not match the sha256 recorded for the chosen checkpoint "
                 f"({checkpoint['sha256'][:12]}...); materialize lora_checkpoints and checkpoint_evaluations again"
             )
-        faces = _faces(store, extras["face_keys"], scratch) if generator == "stand_in" else []
+        faces = _faces(store, extras["face_keys"], scratch) if generator == STAND_IN else []
         renderer = open_renderer(generator, extras.get("base_model"), faces, [])
         renderer.load_lora(lora)
         log(f"{renderer.name} ready ({renderer.base_model}) in {time.monotonic() - started:.1f} s; {len(jobs)} images")
@@ -166,11 +142,11 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
             "checkpoint_key": checkpoint["key"],
             "base_model": renderer.base_model,
             "generator": renderer.name,
-            "dry_run": generator == "stand_in",
+            "dry_run": generator == STAND_IN,
         }
 
-        def render(job: Mapping[str, Any]) -> bytes:
-            return png_bytes(renderer.render(render_jobs[int(job["index"])]))
+        def render(job: BatchJob) -> bytes:
+            return png_bytes(renderer.render(job))
 
         outcome = render_batch(
             store, render, jobs, provenance, prefix, report, extras.get("max_gpu_minutes"), started=started
@@ -178,7 +154,7 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
     return outcome, renderer.name
 
 
-def _faces(store: WorkerStore, keys: Sequence[str], scratch: Path) -> list:
+def _faces(store: ObjectStore, keys: Sequence[str], scratch: Path) -> list:
     """The stand-in pastes the model's reference face into every image."""
     from PIL import Image
 

@@ -1,9 +1,9 @@
 """`worker generate`: render a list of jobs with SDXL + LoRA, upload each image the moment it is finished,
 and (for checkpoint evaluation) score each checkpoint's samples against the model's reference face(s).
 
-Extras (the whole contract; renderers.RenderJob is one job):
+Extras (the whole contract; jobs.RenderJob is one job, messages.py the messages sent back):
   storage_url   s3://bucket/prefix or file://path
-  generator     "diffusers" (the worker image) or "stand_in" (dry-run)
+  generator     "diffusers" (the worker image) or "stand_in" (simulated executors), set by the executor
   base_model    path on the box (a .safetensors file or a diffusers folder); default
                 $MODELCREW_GENERATOR_BASE_MODEL, else $MODELCREW_BASE_MODEL (the file kohya trains on)
   jobs          [RenderJob.as_dict(), ...]; jobs sharing a lora_key are rendered together, the LoRA loaded once
@@ -11,7 +11,7 @@ Extras (the whole contract; renderers.RenderJob is one job):
                 training images (the stand-in draws with them; scoring compares against them)
   score         true: after each LoRA's jobs, send a checkpoint_score message
   skip_existing true: a job whose output_key is already stored is not rendered again
-Renderers (diffusers, stand-in) and the job format live in renderers.py.
+Renderers (diffusers, stand-in) live in renderers.py.
 """
 
 from __future__ import annotations
@@ -29,33 +29,13 @@ from typing import Any
 from dagster_pipes import PipesContext
 from PIL import Image
 
-from modelcrew_assets.worker.messages import LOG_TAIL_LINES, RESULT
-from modelcrew_assets.worker.renderers import (
-    GENERATORS,
-    SAMPLERS,
-    JobError,
-    Renderer,
-    RenderJob,
-    check_generator,
-    open_renderer,
-)
+from modelcrew_assets.object_store import ObjectStore, file_sha256
+from modelcrew_assets.worker.jobs import JobError, RenderJob
+from modelcrew_assets.worker.messages import LOG_TAIL_LINES, CheckpointScored, GenerateResult, ImageRendered
+from modelcrew_assets.worker.renderers import Renderer, check_generator, open_renderer
 from modelcrew_assets.worker.scoring import ReferenceFaces, Sample, load_embedder
-from modelcrew_assets.worker.store import WorkerStore, file_sha256
+from modelcrew_assets.worker.store import open_store
 from modelcrew_assets.worker.train import WorkerError
-
-# {"type": "image", "id", "key", "sha256", "size", "seed", "seconds", "lora_key", "tags", "skipped"}
-# (sha256 and size are None for a skipped image that was not fetched)
-IMAGE = "image"
-# {"type": "checkpoint_score", "lora_key", "identity", "face_detection_rate", "memorization",
-#  "memorization_max", "cross_prompt_similarity", "embedder", "samples": [{"id", "face_found", "identity",
-#  "nearest_training", "nearest_training_key"}, ...]}
-CHECKPOINT_SCORE = "checkpoint_score"
-
-# The renderers' names are part of this command's contract for the stages that build its jobs.
-__all__ = [
-    "CHECKPOINT_SCORE", "GENERATORS", "IMAGE", "SAMPLERS", "JobError", "RenderJob", "Renderer", "check_generator",
-    "lora_groups", "open_renderer", "png_bytes", "run",
-]  # fmt: skip
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -88,20 +68,17 @@ def run(pipes: PipesContext) -> None:
         base_model = _generate(pipes, extras, log, counts)
     except Exception as error:
         text = str(error) if isinstance(error, (WorkerError, JobError)) else f"{type(error).__name__}: {error}"
-        pipes.report_custom_message(
-            {"type": RESULT, "ok": False, "error": text, "log_tail": list(tail), "generator": generator, **counts}
-        )
+        failed = GenerateResult(ok=False, error=text, log_tail=tuple(tail), generator=generator, **counts)
+        pipes.report_custom_message(failed.model_dump(mode="json"))
         raise WorkerError(text) from error
-    pipes.report_custom_message(
-        {
-            "type": RESULT, "ok": True, "error": None, "log_tail": [], "generator": generator,
-            "base_model": base_model, "seconds": round(time.monotonic() - started, 3), **counts,
-        }
-    )  # fmt: skip
+    done = GenerateResult(
+        ok=True, generator=generator, base_model=base_model, seconds=round(time.monotonic() - started, 3), **counts
+    )
+    pipes.report_custom_message(done.model_dump(mode="json"))
 
 
 def _generate(pipes: PipesContext, extras: Mapping[str, Any], log, counts: dict[str, int]) -> str:
-    store = WorkerStore(extras["storage_url"])
+    store = open_store(extras["storage_url"])
     jobs = [RenderJob.from_mapping(job) for job in extras["jobs"]]
     duplicates = sorted(name for name, count in Counter(job.id for job in jobs).items() if count > 1)
     if duplicates:
@@ -114,7 +91,10 @@ def _generate(pipes: PipesContext, extras: Mapping[str, Any], log, counts: dict[
         training = _load_images(store, references.get("training_keys") or (), scratch)
         began = time.monotonic()
         renderer = open_renderer(
-            extras.get("generator", "diffusers"), extras.get("base_model"), [i for _, i in faces], [i for _, i in training]
+            extras.get("generator", "diffusers"),
+            extras.get("base_model"),
+            [i for _, i in faces],
+            [i for _, i in training],
         )
         log(f"{renderer.name} ready ({renderer.base_model}) in {time.monotonic() - began:.1f} s; {len(jobs)} images")
         scorer = ReferenceFaces(load_embedder(), faces, training) if extras.get("score") else None
@@ -123,21 +103,21 @@ def _generate(pipes: PipesContext, extras: Mapping[str, Any], log, counts: dict[
             renderer.load_lora(_download(store, lora_key, scratch / "lora") if lora_key else None)
             samples = []
             for job in group:
-                image = _render_one(pipes, store, renderer, job, job.output_key in stored, scratch, counts, scorer is not None)
+                image = _render_one(
+                    pipes, store, renderer, job, job.output_key in stored, scratch, counts, scorer is not None
+                )
                 log(f"image {counts['rendered'] + counts['skipped']}/{len(jobs)}: {job.id}")
                 if image is not None:
                     samples.append(Sample(job.id, job.prompt, job.seed, image))
             if scorer is not None:
                 score = scorer.score(samples)
-                pipes.report_custom_message(
-                    {
-                        "type": CHECKPOINT_SCORE, "lora_key": lora_key, "identity": score.identity,
-                        "face_detection_rate": score.face_detection_rate, "memorization": score.memorization,
-                        "memorization_max": score.memorization_max,
-                        "cross_prompt_similarity": score.cross_prompt_similarity, "embedder": score.embedder,
-                        "samples": [asdict(sample) for sample in score.samples],
-                    }
+                scored = CheckpointScored(
+                    lora_key=lora_key, identity=score.identity, face_detection_rate=score.face_detection_rate,
+                    memorization=score.memorization, memorization_max=score.memorization_max,
+                    cross_prompt_similarity=score.cross_prompt_similarity, embedder=score.embedder,
+                    samples=[asdict(sample) for sample in score.samples],
                 )  # fmt: skip
+                pipes.report_custom_message(scored.model_dump(mode="json"))
                 log(
                     f"scored {lora_key}: identity {score.identity:.3f} (faces {score.face_detection_rate:.0%}), "
                     f"memorization {score.memorization:.3f}, cross-prompt {score.cross_prompt_similarity:.3f}"
@@ -147,7 +127,7 @@ def _generate(pipes: PipesContext, extras: Mapping[str, Any], log, counts: dict[
 
 
 def _render_one(
-    pipes, store: WorkerStore, renderer: Renderer, job: RenderJob, exists: bool, scratch: Path, counts, keep: bool
+    pipes, store: ObjectStore, renderer: Renderer, job: RenderJob, exists: bool, scratch: Path, counts, keep: bool
 ) -> Image.Image | None:
     """Render and upload one job (or, when its image is stored, fetch it only if scoring needs it);
     returns the image when `keep`."""
@@ -161,33 +141,32 @@ def _render_one(
     elif not exists:
         image = renderer.render(job)
         path.write_bytes(png_bytes(image))
-        digest, size = store.upload(path, job.output_key, "image/png")
+        put = store.put_file(job.output_key, path, "image/png")
+        digest, size = put.sha256, put.size
     counts["skipped" if exists else "rendered"] += 1
-    pipes.report_custom_message(
-        {
-            "type": IMAGE, "id": job.id, "key": job.output_key, "sha256": digest, "size": size, "seed": job.seed,
-            "seconds": round(time.monotonic() - began, 3), "lora_key": job.lora_key, "tags": job.tags,
-            "skipped": exists,
-        }
+    rendered = ImageRendered(
+        id=job.id, key=job.output_key, sha256=digest, size=size, seed=job.seed,
+        seconds=round(time.monotonic() - began, 3), lora_key=job.lora_key, tags=job.tags, skipped=exists,
     )  # fmt: skip
+    pipes.report_custom_message(rendered.model_dump(mode="json"))
     path.unlink(missing_ok=True)
     return image if keep else None
 
 
-def _stored_outputs(store: WorkerStore, jobs: Sequence[RenderJob]) -> set[str]:
+def _stored_outputs(store: ObjectStore, jobs: Sequence[RenderJob]) -> set[str]:
     if not jobs:
         return set()
     folder = posixpath.commonpath([posixpath.dirname(job.output_key) for job in jobs])
-    return set(store.list_keys(folder + "/"))
+    return {item.key for item in store.list(folder + "/")}
 
 
-def _download(store: WorkerStore, key: str, folder: Path) -> Path:
+def _download(store: ObjectStore, key: str, folder: Path) -> Path:
     path = folder / posixpath.basename(key)
     store.download(key, path)
     return path
 
 
-def _load_images(store: WorkerStore, keys: Sequence[str], scratch: Path) -> list[tuple[str, Image.Image]]:
+def _load_images(store: ObjectStore, keys: Sequence[str], scratch: Path) -> list[tuple[str, Image.Image]]:
     images = []
     for index, key in enumerate(keys):
         path = scratch / "inputs" / f"{index:04d}-{posixpath.basename(key)}"

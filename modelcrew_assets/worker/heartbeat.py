@@ -11,7 +11,8 @@ from contextlib import contextmanager
 
 from dagster_pipes import PipesContext
 
-HEARTBEAT = "heartbeat"  # {"type": "heartbeat"}
+from modelcrew_assets.worker.messages import Heartbeat
+
 HEARTBEAT_ENV = "MODELCREW_HEARTBEAT_SECONDS"
 
 
@@ -23,7 +24,7 @@ def heartbeat(pipes: PipesContext) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                pipes.report_custom_message({"type": HEARTBEAT})
+                pipes.report_custom_message(Heartbeat().model_dump(mode="json"))
             except Exception:  # Pipes is closing: nothing left to keep alive
                 return
 

@@ -1,5 +1,5 @@
 """Renderers for the worker's `generate` command (and any command that renders): one job description,
-SDXL + LoRA through diffusers on the worker image, or the stand-in generator in dry-run.
+SDXL + LoRA through diffusers on the worker image, or the stand-in generator on a simulated executor.
 
 torch and diffusers exist only in the worker image: they are imported when DiffusersRenderer starts, never
 at module import.
@@ -8,66 +8,18 @@ at module import.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
+from modelcrew_assets.worker.generators import DIFFUSERS, GENERATORS, STAND_IN
+from modelcrew_assets.worker.jobs import SAMPLERS, RenderJob
 from modelcrew_assets.worker.stand_in_generator import StandInGenerator, StandInRequest, lora_step
 from modelcrew_assets.worker.train import BASE_MODEL_ENV, DEFAULT_BASE_MODEL, WorkerError
 
-GENERATORS = ("diffusers", "stand_in")
 GENERATOR_BASE_MODEL_ENV = "MODELCREW_GENERATOR_BASE_MODEL"
-# Sampler name -> (diffusers scheduler class, from_config keyword arguments).
-SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-}
-
-
-class JobError(ValueError):
-    """A job that cannot be rendered as given."""
-
-
-@dataclass(frozen=True)
-class RenderJob:
-    id: str  # unique in the list; echoed in every message about it
-    prompt: str
-    negative_prompt: str
-    seed: int
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str  # a key of SAMPLERS
-    output_key: str  # where the PNG goes
-    lora_key: str | None = None  # a .safetensors in storage; None renders the base model
-    lora_weight: float = 1.0
-    tags: dict[str, str] = field(default_factory=dict)  # echoed back (e.g. step, prompt index)
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise JobError(f"job {self.id}: sampler {self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
-        if self.width % 8 or self.height % 8 or min(self.width, self.height) < 64:
-            raise JobError(f"job {self.id}: {self.width}x{self.height} must be multiples of 8, at least 64")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> RenderJob:
-        """A job from its dict; keys the job does not know (a caller's own bookkeeping) are ignored."""
-        names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
-        missing = sorted(required - set(data))
-        if missing:
-            raise JobError(f"job {data.get('id', '?')}: missing {', '.join(missing)}")
-        return cls(**{key: value for key, value in data.items() if key in names})
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Renderer(Protocol):
@@ -81,7 +33,7 @@ class Renderer(Protocol):
 
 
 class StandInRenderer:
-    """Dry-run: the stand-in generator; its likeness follows the loaded LoRA's training step."""
+    """The stand-in generator (simulated executors); its likeness follows the loaded LoRA's training step."""
 
     name = "stand-in"
     base_model = "stand-in (dry run)"
@@ -173,7 +125,7 @@ def check_generator(generator: str) -> None:
     """Fail at the command's start, before any download or render, when `generator` cannot run here."""
     if generator not in GENERATORS:
         raise WorkerError(f"generator {generator!r} is unknown; use one of {', '.join(GENERATORS)}")
-    if generator == "diffusers":
+    if generator == DIFFUSERS:
         diffusers_modules()
 
 
@@ -186,10 +138,10 @@ def _peft_found(importable: bool) -> str:
 def open_renderer(
     generator: str, base_model: str | None, faces: Sequence[Image.Image], training: Sequence[Image.Image]
 ) -> Renderer:
-    """The renderer for `generator`: "stand_in" draws with the faces and training images."""
-    if generator == "stand_in":
+    """The renderer for `generator`: the stand-in draws with the faces and training images."""
+    if generator == STAND_IN:
         return StandInRenderer(faces, training)
-    if generator == "diffusers":
+    if generator == DIFFUSERS:
         environ = os.environ
         return DiffusersRenderer(
             base_model or environ.get(GENERATOR_BASE_MODEL_ENV) or environ.get(BASE_MODEL_ENV) or DEFAULT_BASE_MODEL

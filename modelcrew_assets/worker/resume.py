@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelcrew_assets.object_store import ObjectStore
 from modelcrew_assets.worker.kohya import TRAIN_STATE, Recipe, state_dir_name
-from modelcrew_assets.worker.store import WorkerStore
 
 LINEAGE = "checkpoints.json"
 _STATE_STEP = re.compile(r"-step(\d{8})-state/")
@@ -47,11 +47,11 @@ def whole_stored_steps(keys: list[str], prefix: str, name: str, recipe: Recipe) 
 
 
 def find_stored_state(
-    store: WorkerStore, prefix: str, name: str, recipe: Recipe, output_dir: Path
+    store: ObjectStore, prefix: str, name: str, recipe: Recipe, output_dir: Path
 ) -> StoredState | None:
     """The newest whole state; downloaded into output_dir unless it is already at max_train_steps, which
     kohya cannot resume (it asserts max_train_steps > initial step): that training has finished."""
-    keys = store.list_keys(state_prefix(prefix))
+    keys = [item.key for item in store.list(state_prefix(prefix))]
     steps = whole_stored_steps(keys, prefix, name, recipe)
     if not steps:
         return None
@@ -59,7 +59,7 @@ def find_stored_state(
     folder_key = state_prefix(prefix) + state_dir_name(name, step) + "/"
     lineage = {}
     if folder_key + LINEAGE in keys:
-        lineage = {int(s): key for s, key in json.loads(store.read_bytes(folder_key + LINEAGE)).items()}
+        lineage = {int(s): key for s, key in json.loads(store.get_bytes(folder_key + LINEAGE)).items()}
     if step >= recipe.max_train_steps:
         return StoredState(step=step, folder=None, checkpoints=lineage)
     local = output_dir / state_dir_name(name, step)

@@ -23,13 +23,12 @@ from PIL import Image
 
 from modelcrew_assets.face_detection import detect
 from modelcrew_assets.face_models import resnet_descriptor
+from modelcrew_assets.worker.messages import DLIB_EMBEDDER, SFACE_EMBEDDER
 
 YUNET_ENV = "MODELCREW_YUNET_MODEL"
 SFACE_ENV = "MODELCREW_SFACE_MODEL"
 DEFAULT_YUNET = "/opt/models/face/face_detection_yunet_2023mar.onnx"
 DEFAULT_SFACE = "/opt/models/face/face_recognition_sface_2021dec.onnx"
-DLIB_EMBEDDER = "dlib-hog+5pt+resnet-v1"
-SFACE_EMBEDDER = "opencv-yunet-2023mar+sface-2021dec"
 THUMB_SIDE = 32  # memorization compares 32x32 grayscale thumbnails: composition and tones, not detail
 
 
@@ -55,7 +54,9 @@ class DlibEmbedder:
         detection = detect(image)
         if not detection.faces:
             return None
-        vector = np.asarray(resnet_descriptor().compute_face_descriptor(detection.pixels, detection.faces[0]), np.float64)
+        vector = np.asarray(
+            resnet_descriptor().compute_face_descriptor(detection.pixels, detection.faces[0]), np.float64
+        )
         return vector / np.linalg.norm(vector)
 
 
@@ -130,7 +131,12 @@ class GroupScore:
 class ReferenceFaces:
     """The model's reference embeddings and training thumbnails, computed once for every checkpoint."""
 
-    def __init__(self, embedder: FaceEmbedder, faces: Sequence[tuple[str, Image.Image]], training: Sequence[tuple[str, Image.Image]]):
+    def __init__(
+        self,
+        embedder: FaceEmbedder,
+        faces: Sequence[tuple[str, Image.Image]],
+        training: Sequence[tuple[str, Image.Image]],
+    ):
         self.embedder = embedder
         embedded = [(name, embedder.embed(image)) for name, image in faces]
         missing = [name for name, vector in embedded if vector is None]
@@ -175,7 +181,9 @@ class ReferenceFaces:
 def cross_prompt_pairs(samples: Sequence[Sample]) -> list[tuple[int, int]]:
     """Pairs of samples with different prompts and the same seed: an overfit LoRA draws the same picture
     for a seed whatever the prompt. All different-prompt pairs when no seed repeats."""
-    different = [(i, j) for i, j in itertools.combinations(range(len(samples)), 2) if samples[i].prompt != samples[j].prompt]
+    different = [
+        (i, j) for i, j in itertools.combinations(range(len(samples)), 2) if samples[i].prompt != samples[j].prompt
+    ]
     same_seed = [(i, j) for i, j in different if samples[i].seed == samples[j].seed]
     return same_seed or different
 

@@ -1,4 +1,4 @@
-"""A stand-in for the SDXL + LoRA renderer (dry-run and tests): deterministic, labelled images whose
+"""A stand-in for the SDXL + LoRA renderer (simulated executors and tests): deterministic, labelled images whose
 likeness follows the checkpoint's training step in a known way, so checkpoint selection runs end to end.
 
 - Every image is a prompt- and seed-dependent scene (gradient, shapes, face position and size) with the
@@ -78,12 +78,22 @@ class StandInGenerator:
 
     def __init__(self, faces: Sequence[Image.Image], training: Sequence[Image.Image]):
         if not faces:
-            raise ValueError("the stand-in generator needs at least one reference face image (references.face_keys)")
+            raise ValueError(
+                "the stand-in generator needs at least one reference face image; upload the model's face photo "
+                "to uploads/<model>/face/"
+            )
         face = faces[0].convert("RGB")
         box = largest_face(face)
         if box is not None:
             pad_x, pad_y = box.width // 4, box.height // 4
-            face = face.crop((max(0, box.x - pad_x), max(0, box.y - pad_y), min(face.width, box.x + box.width + pad_x), min(face.height, box.y + box.height + pad_y)))
+            face = face.crop(
+                (
+                    max(0, box.x - pad_x),
+                    max(0, box.y - pad_y),
+                    min(face.width, box.x + box.width + pad_x),
+                    min(face.height, box.y + box.height + pad_y),
+                )
+            )
         self.face = face
         self.training = [image.convert("RGB") for image in training]
 
@@ -104,7 +114,9 @@ class StandInGenerator:
             image = Image.blend(image, photo, copy)
         label = f"stand-in | step {request.step if request.step is not None else '-'} | seed {request.seed}"
         font = ImageFont.load_default(size=max(10, min(size) // 40))
-        ImageDraw.Draw(image).text((8, 6), label, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+        ImageDraw.Draw(image).text(
+            (8, 6), label, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0)
+        )
         return image
 
 

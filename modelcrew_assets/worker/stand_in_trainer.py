@@ -1,4 +1,4 @@
-"""A stand-in for `sdxl_train_network.py` (dry-run and tests): kohya on the outside, no GPU inside.
+"""A stand-in for `sdxl_train_network.py` (simulated executors and tests): kohya on the outside, no GPU inside.
 
 It accepts the command line the worker builds (unknown flags are an error, as with kohya) and numbers
 steps as train_network.py does at the pinned commit: one epoch = the images x repeats of every
@@ -64,7 +64,14 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--bucket_reso_steps", type=int, default=64)
     parse.add_argument("--network_alpha", type=float)
     parse.add_argument("--learning_rate", type=float)
-    flags = ("gradient_checkpointing", "cache_latents", "enable_bucket", "sdpa", "save_state", "skip_until_initial_step")
+    flags = (
+        "gradient_checkpointing",
+        "cache_latents",
+        "enable_bucket",
+        "sdpa",
+        "save_state",
+        "skip_until_initial_step",
+    )
     for name in flags:
         parse.add_argument(f"--{name}", action="store_true")
     return parse

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from dagster_pipes import PipesContext
 
+from modelcrew_assets.object_store import ObjectStore
 from modelcrew_assets.worker.kohya import (
     DEFAULT_LAUNCH,
     IMAGE_EXTENSIONS,
@@ -28,9 +30,9 @@ from modelcrew_assets.worker.kohya import (
     sample_prompt_lines,
     training_flags,
 )
-from modelcrew_assets.worker.messages import LOG_TAIL_LINES, RESULT
+from modelcrew_assets.worker.messages import LOG_TAIL_LINES, TrainResult
 from modelcrew_assets.worker.resume import StoredState, find_stored_state
-from modelcrew_assets.worker.store import WorkerStore
+from modelcrew_assets.worker.store import open_store
 from modelcrew_assets.worker.uploader import Reporter, Uploader
 
 LAUNCH_ENV = "MODELCREW_TRAINER_LAUNCH"  # the image's command up to sdxl_train_network.py
@@ -46,25 +48,39 @@ class WorkerError(RuntimeError):
 
 
 def run(pipes: PipesContext) -> None:
+    """Trains in MODELCREW_WORKDIR, or in a temporary folder that is removed once everything is stored; after a
+    failure or a cancel it is kept (and named in the log) so a person can look at what kohya left."""
+    given = os.environ.get(WORKDIR_ENV)
+    workdir = Path(given or tempfile.mkdtemp(prefix="modelcrew-train-"))
+    reporter = Reporter(pipes)
+    try:
+        _train(pipes, reporter, workdir)
+    except BaseException:
+        if not given:
+            reporter.warning(f"training folder kept for inspection: {workdir} (remove it when done)")
+        raise
+    if not given:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _train(pipes: PipesContext, reporter: Reporter, workdir: Path) -> None:
     extras = pipes.extras
-    store = WorkerStore(extras["storage_url"])
+    store = open_store(extras["storage_url"])
     recipe = Recipe(**extras["recipe"])
     prefix: str = extras["output_prefix"]
     name: str = extras["output_name"]
-    workdir = Path(os.environ.get(WORKDIR_ENV) or tempfile.mkdtemp(prefix="modelcrew-train-"))
     output_dir = workdir / "output"
     output_dir.mkdir(parents=True, exist_ok=True)
-    reporter = Reporter(pipes)
 
     stored = None
     if extras.get("resume"):
         stored = find_stored_state(store, prefix, name, recipe, output_dir)
     resumed_from = stored.step if stored else 0
-    base = {"resumed_from_step": resumed_from, **_lineage_fields(stored)}
+    base = {"resumed_from_step": resumed_from, "resumed_checkpoints": _lineage(stored)}
     if stored is not None and stored.folder is None:
         # kohya asserts max_train_steps > the state's step: there is nothing left to train.
         reporter.log(f"a whole kohya state at step {stored.step} is stored: training has finished; not launching")
-        reporter.custom({"type": RESULT, "ok": True, "error": None, "finished_before_start": True, "loss": [], **base})
+        reporter.custom(TrainResult(ok=True, finished_before_start=True, **base))
         return
 
     train_data_dir, layout = _unpack_dataset(store, extras["dataset_zip_key"], extras["image_folder"], workdir, recipe)
@@ -111,28 +127,27 @@ def run(pipes: PipesContext) -> None:
             f"{recipe.max_train_steps}: a resume from a later epoch would be numbered wrongly"
         )
     reporter.custom(
-        {
-            "type": RESULT,
-            "ok": not failed,
-            "error": error,
-            "log_tail": list(outcome.tail),
-            "loss": _downsample(outcome.loss, set(recipe.checkpoint_steps)),
-            "trainer_seconds": round(trainer_seconds, 3),
-            "command": command,
-            "base_model": Path(paths.base_model).name,
-            "kohya_layout": {**layout.as_dict(), "batches_per_epoch": outcome.batches_per_epoch},
-            "attempt": attempt,
+        TrainResult(
+            ok=not failed,
+            error=error,
+            log_tail=tuple(outcome.tail),
+            loss=_downsample(outcome.loss, set(recipe.checkpoint_steps)),
+            trainer_seconds=round(trainer_seconds, 3),
+            trainer_command=command,
+            base_model=Path(paths.base_model).name,
+            kohya_layout={**layout.as_dict(), "batches_per_epoch": outcome.batches_per_epoch},
+            attempt=attempt,
             **base,
-        }
+        )
     )
     if failed:
         raise WorkerError(f"{error}; last lines:\n" + "\n".join(outcome.tail))
 
 
-def _lineage_fields(stored: StoredState | None) -> dict:
+def _lineage(stored: StoredState | None) -> tuple[tuple[int, str], ...] | None:
     if stored is None or not stored.lineage_known:
-        return {}
-    return {"resumed_checkpoints": [[step, key] for step, key in sorted(stored.checkpoints.items())]}
+        return None
+    return tuple(sorted(stored.checkpoints.items()))
 
 
 @dataclass(frozen=True)
@@ -155,7 +170,7 @@ class KohyaLayout:
 
 
 def _unpack_dataset(
-    store: WorkerStore, zip_key: str, image_folder: str, workdir: Path, recipe: Recipe
+    store: ObjectStore, zip_key: str, image_folder: str, workdir: Path, recipe: Recipe
 ) -> tuple[Path, KohyaLayout]:
     archive = workdir / "dataset.zip"
     store.download(zip_key, archive)
@@ -235,9 +250,8 @@ def _run_trainer(command: list[str], reporter: Reporter, recipe: Recipe) -> Trai
             process.wait()
 
 
-def _downsample(loss: dict[int, float], keep: set[int]) -> list[list[float]]:
+def _downsample(loss: dict[int, float], keep: set[int]) -> list[tuple[int, float]]:
     steps = sorted(loss)
     stride = max(1, len(steps) // MAX_LOSS_POINTS)
     chosen = [s for i, s in enumerate(steps) if i % stride == 0 or s in keep or s == steps[-1]]
-    return [[step, loss[step]] for step in chosen]
-
+    return [(step, loss[step]) for step in chosen]

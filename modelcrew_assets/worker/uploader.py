@@ -13,10 +13,10 @@ import re
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any
 
 from dagster_pipes import PipesContext
 
+from modelcrew_assets.object_store import ObjectStore, file_sha256
 from modelcrew_assets.worker.kohya import (
     TRAIN_STATE,
     Recipe,
@@ -25,10 +25,9 @@ from modelcrew_assets.worker.kohya import (
     final_state_name,
     state_dir_name,
 )
-from modelcrew_assets.worker.messages import CHECKPOINT, SAMPLE
+from modelcrew_assets.worker.messages import CheckpointStored, SampleStored, WorkerMessage
 from modelcrew_assets.worker.resume import LINEAGE, state_prefix
 from modelcrew_assets.worker.safetensors_header import is_complete, read_header
-from modelcrew_assets.worker.store import file_sha256
 
 WATCH_ENV = "MODELCREW_WATCH_SECONDS"
 _STEP = re.compile(r"-step(\d{8})\.safetensors$")
@@ -52,9 +51,9 @@ class Reporter:
         with self._lock:
             self._pipes.log.warning(message)
 
-    def custom(self, payload: dict[str, Any]) -> None:
+    def custom(self, message: WorkerMessage) -> None:
         with self._lock:
-            self._pipes.report_custom_message(payload)
+            self._pipes.report_custom_message(message.model_dump(mode="json"))
 
 
 def state_is_whole(folder: Path, recipe: Recipe) -> bool:
@@ -80,7 +79,7 @@ class Uploader:
     is whole (safetensors: header + every tensor's bytes; PNG: the IEND trailer; state: state_is_whole)."""
 
     def __init__(
-        self, store, reporter: Reporter, output_dir: Path, prefix: str, name: str, recipe: Recipe, attempt: str,
+        self, store: ObjectStore, reporter: Reporter, output_dir: Path, prefix: str, name: str, recipe: Recipe, attempt: str,
         lineage: dict[int, str] | None = None,
     ):  # fmt: skip
         self.store = store
@@ -120,7 +119,9 @@ class Uploader:
         return self.recipe.max_train_steps not in self.recipe.save_steps
 
     def scan(self, final: bool = False) -> None:
-        checkpoints = [(int(_STEP.search(p.name).group(1)), p) for p in self.output_dir.glob(f"{self.name}-step*.safetensors")]
+        checkpoints = [
+            (int(_STEP.search(p.name).group(1)), p) for p in self.output_dir.glob(f"{self.name}-step*.safetensors")
+        ]
         last = self.output_dir / final_name(self.name)
         if self._last_step_is_extra() and last.is_file():
             checkpoints.append((self.recipe.max_train_steps, last))
@@ -134,7 +135,9 @@ class Uploader:
             self._scan_states(final)
 
     def _scan_states(self, final: bool) -> None:
-        states = [(int(_STATE_STEP.search(p.name).group(1)), p) for p in self.output_dir.glob(f"{self.name}-step*-state")]
+        states = [
+            (int(_STATE_STEP.search(p.name).group(1)), p) for p in self.output_dir.glob(f"{self.name}-step*-state")
+        ]
         last = self.output_dir / final_state_name(self.name)
         if self._last_step_is_extra() and last.is_dir():
             states.append((self.recipe.max_train_steps, last))
@@ -157,8 +160,9 @@ class Uploader:
 
     def _claim(self, path: Path, key: str) -> tuple[str, bool]:
         """(key to report, whether to upload): write-once keys, other bytes kept apart per attempt."""
-        stored = self.store.stored_sha256(key)
-        if stored is None:
+        try:
+            stored = self.store.content_sha256(key)
+        except KeyError:
             return key, True
         if stored == file_sha256(path):
             return key, False
@@ -171,9 +175,9 @@ class Uploader:
         return apart, True
 
     def _upload(self, path: Path, key: str, content_type: str = "application/octet-stream") -> tuple[str, int]:
-        digest, size = self.store.upload(path, key, content_type)
+        put = self.store.put_file(key, path, content_type)
         self._done.add(path)
-        return digest, size
+        return put.sha256, put.size
 
     def _upload_checkpoint(self, step: int, path: Path) -> None:
         key, send = self._claim(path, self.prefix + checkpoint_name(self.name, step))
@@ -184,9 +188,7 @@ class Uploader:
             digest, size = file_sha256(path), path.stat().st_size
             self._done.add(path)
         self.lineage[step] = key
-        self.reporter.custom(
-            {"type": CHECKPOINT, "step": step, "key": key, "sha256": digest, "size": size, "metadata": metadata}
-        )
+        self.reporter.custom(CheckpointStored(step=step, key=key, sha256=digest, size=size, metadata=metadata))
         verb = "uploaded" if send else "already stored"
         self.reporter.log(f"{verb} checkpoint step {step} ({size / 1e6:.1f} MB) at {key} (from {path.name})")
 
@@ -197,11 +199,11 @@ class Uploader:
             self._upload(path, key, "image/png")
         else:
             self._done.add(path)
-        self.reporter.custom({"type": SAMPLE, "step": int(match.group(1)) if match else None, "key": key})
+        self.reporter.custom(SampleStored(step=int(match.group(1)) if match else None, key=key))
 
     def _upload_state(self, step: int, folder: Path, files: list[Path]) -> None:
         target = state_prefix(self.prefix) + state_dir_name(self.name, step) + "/"
-        if self.store.stored_sha256(target + TRAIN_STATE) is not None:
+        if self.store.exists(target + TRAIN_STATE):
             self._done.update(files)  # a whole state for this step is stored already (write-once)
             return
         lineage = folder / LINEAGE

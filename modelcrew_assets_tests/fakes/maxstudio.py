@@ -42,9 +42,9 @@ class Faults:
     create_hang_s: float = 0.0  # answer a create only after this long (the client times out first)
     malformed: str | None = None  # non_json_create | missing_job_id | unknown_status | result_404
     echo_key_in_errors: bool = False
-    # Haar detection costs ~0.2 s of CPU per photo, so by default the fake answers a centred box; tests
-    # that need real detection (no-face photos) turn it on.
-    detect_with_haar: bool = False
+    # Real detection (dlib's HOG, face_detection.py) costs CPU per photo, so by default the fake answers a
+    # centred box; tests that need real detection (no-face photos) turn it on.
+    detect_with_dlib: bool = False
 
 
 class _Server(ThreadingHTTPServer):
@@ -152,7 +152,11 @@ class FakeMaxStudio:
 def _face_crop(face_bytes: bytes) -> Image.Image:
     face = Image.open(io.BytesIO(face_bytes)).convert("RGB")
     found = detect_faces(face)
-    return face.crop((found[0].x, found[0].y, found[0].x + found[0].width, found[0].y + found[0].height)) if found else face
+    return (
+        face.crop((found[0].x, found[0].y, found[0].x + found[0].width, found[0].y + found[0].height))
+        if found
+        else face
+    )
 
 
 def _compose(job: Job) -> bytes:
@@ -246,7 +250,7 @@ def _handler_for(fake: FakeMaxStudio) -> type[BaseHTTPRequestHandler]:
 
         def _detect(self, payload: dict) -> None:
             image = Image.open(io.BytesIO(_fetch(payload["imageUrl"]))).convert("RGB")
-            found = detect_faces(image) if fake.faults.detect_with_haar else [_centre_box(image)]
+            found = detect_faces(image) if fake.faults.detect_with_dlib else [_centre_box(image)]
             faces = [{"x": b.x, "y": b.y, "width": b.width, "height": b.height} for b in found]
             self._json(200, {"detectedFaces": faces})
 
@@ -284,7 +288,9 @@ def _handler_for(fake: FakeMaxStudio) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, {"status": "failed", "error": job.reason})
             if job.kind == "enhance":
                 return self._json(200, {"status": "completed", "result": base64.b64encode(job.inputs[0]).decode()})
-            return self._json(200, {"status": "completed", "result": {"mediaUrl": f"{fake.base_url}/results/{job_id}.jpg"}})
+            return self._json(
+                200, {"status": "completed", "result": {"mediaUrl": f"{fake.base_url}/results/{job_id}.jpg"}}
+            )
 
         def _result(self, job_id: str) -> None:
             job = fake.jobs.get(job_id)

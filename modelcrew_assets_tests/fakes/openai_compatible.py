@@ -155,14 +155,30 @@ def _handler_for(fake: FakeOpenAICompatible) -> type[BaseHTTPRequestHandler]:
 def _unsupported_by_reasoning_models(request: dict) -> dict | None:
     """OpenAI's 400 for the first parameter a reasoning model does not take, or None."""
     if "max_tokens" in request:
-        message = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
-        return {"error": {"message": message, "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+        )
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+        }
     if request.get("temperature", 1) != 1:
         message = (
             f"Unsupported value: 'temperature' does not support {request['temperature']} with this model. "
             "Only the default (1) value is supported."
         )
-        return {"error": {"message": message, "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": "unsupported_value",
+            }
+        }
     return None
 
 
@@ -171,13 +187,20 @@ def _completion(caption: str, request: dict, reasoning_model: bool) -> dict:
     words = len(caption.split())
     if not reasoning_model:
         message = {"role": "assistant", "content": caption}
-        return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": {"completion_tokens": words}}
+        return {
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"completion_tokens": words},
+        }
     budget = request.get("max_completion_tokens")
     cut = budget is not None and budget < REASONING_TOKENS + 2 * words
     content = "" if cut else caption
     used = budget if cut else REASONING_TOKENS + 2 * words
     usage = {"completion_tokens": used, "completion_tokens_details": {"reasoning_tokens": min(used, REASONING_TOKENS)}}
-    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length" if cut else "stop"}
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": content},
+        "finish_reason": "length" if cut else "stop",
+    }
     return {"choices": [choice], "usage": usage}
 
 

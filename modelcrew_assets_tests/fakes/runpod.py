@@ -33,7 +33,9 @@ IMAGE_ENV = {
     "MODELCREW_WATCH_SECONDS": "0.1",
 }
 _BASE_ENV = ("PATH", "HOME", "LANG", "VIRTUAL_ENV", "TMPDIR")
-NO_INSTANCES = "There are no longer any instances available with the requested specifications. Please refresh and try again."
+NO_INSTANCES = (
+    "There are no longer any instances available with the requested specifications. Please refresh and try again."
+)
 NO_RESOURCES = "This machine does not have the resources to deploy your pod. Please try a different machine."
 RESTART_DELAY_SECONDS = 0.3
 STOP_GRACE_SECONDS = 5  # docker stop: SIGTERM, then SIGKILL
@@ -289,7 +291,10 @@ def fake_runpod(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
     fake = FakeRunPod()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
-    threads = [threading.Thread(target=server.serve_forever, daemon=True), threading.Thread(target=fake.supervise, daemon=True)]
+    threads = [
+        threading.Thread(target=server.serve_forever, daemon=True),
+        threading.Thread(target=fake.supervise, daemon=True),
+    ]
     for thread in threads:
         thread.start()
     monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)

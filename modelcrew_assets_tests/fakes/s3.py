@@ -96,10 +96,15 @@ def iam_enforcing_s3(moto_endpoint: str, pod_role_arn: str, monkeypatch: pytest.
     iam = boto3.client("iam", region_name=TEST_REGION, endpoint_url=moto_endpoint)
     user = f"orchestrator-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)
-    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*", "sts:*"], "Resource": "*"}]}
+    everything = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:*", "sts:*"], "Resource": "*"}],
+    }
     iam.put_user_policy(UserName=user, PolicyName="orchestrator", PolicyDocument=json.dumps(everything))
     key = iam.create_access_key(UserName=user)["AccessKey"]
-    monkeypatch.setattr(IAMRequestBase, "check_action_permitted", _check_session_policy_too(IAMRequestBase.check_action_permitted))
+    monkeypatch.setattr(
+        IAMRequestBase, "check_action_permitted", _check_session_policy_too(IAMRequestBase.check_action_permitted)
+    )
     requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     try:
         yield IamAccount(moto_endpoint, key["AccessKeyId"], key["SecretAccessKey"], pod_role_arn)

@@ -20,19 +20,22 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import dagster as dg
-from dagster._core.pipes.context import PipesMessageHandler, PipesSession
 from dagster._utils.interrupts import capture_interrupts, pop_captured_interrupt
 from pydantic import Field
 
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.worker.heartbeat import HEARTBEAT, HEARTBEAT_ENV
-from modelcrew_assets.worker.messages import RESULT
+from modelcrew_assets.worker.generators import DIFFUSERS
+from modelcrew_assets.worker.heartbeat import HEARTBEAT_ENV
+from modelcrew_assets.worker.messages import Heartbeat, Result, WorkerMessage, parse_message
 
 # Unix time the step last saw its GPU worker alive; the pod sweeper ends pods of runs where it is stale.
 GPU_ALIVE_TAG = "modelcrew/gpu_alive_at"
+
+Message = TypeVar("Message", bound=WorkerMessage)
+ResultType = TypeVar("ResultType", bound=Result)
 
 
 class WorkerFailedError(RuntimeError):
@@ -64,11 +67,11 @@ class WorkerRun:
     billable_seconds: float
     estimated_cost_usd: float
     results: tuple[Any, ...] = ()  # PipesExecutionResult: MaterializeResult / AssetCheckResult
-    messages: tuple[Mapping[str, Any], ...] = ()  # the worker's custom messages, in order
+    messages: tuple[WorkerMessage, ...] = ()  # the worker's custom messages, parsed, in order
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def of_type(self, kind: str) -> list[Mapping[str, Any]]:
-        return [m for m in self.messages if isinstance(m, Mapping) and m.get("type") == kind]
+    def of_type(self, kind: type[Message]) -> list[Message]:
+        return [m for m in self.messages if isinstance(m, kind)]
 
     def cost_metadata(self) -> dict[str, Any]:
         """What a person needs to see what this GPU work cost and where it ran."""
@@ -81,10 +84,15 @@ class WorkerRun:
         }
 
     @property
-    def result(self) -> Mapping[str, Any] | None:
+    def result(self) -> Result | None:
         """The worker's closing `result` message, if it got that far."""
-        found = self.of_type(RESULT)
+        found = self.of_type(Result)
         return found[-1] if found else None
+
+    def result_as(self, kind: type[ResultType]) -> ResultType | None:
+        """The closing message as the command's own result model; None without one of that command."""
+        result = self.result
+        return result if isinstance(result, kind) else None
 
 
 class WorkerHandle(abc.ABC):
@@ -120,7 +128,7 @@ def interrupts_held(reraise: bool) -> Iterator[None]:
 class Liveness:
     """When the worker last said anything: custom messages (heartbeats included) and reported results."""
 
-    def __init__(self, handler: PipesMessageHandler, now: float):
+    def __init__(self, handler: dg.PipesMessageHandler, now: float):
         self.handler = handler
         self.count = 0
         self.heard = False
@@ -134,7 +142,7 @@ class Liveness:
 
 
 class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
-    """Where GPU work runs. Subclasses: RunPodPodsResource, LocalGpuResource."""
+    """Where GPU work runs. Subclasses: RunPodPodsResource, LocalGpuResource, SimulatedGpuResource."""
 
     max_runtime_minutes: float = Field(default=180, gt=0, description="Budget per run; then terminated")
     poll_seconds: float = Field(default=10, gt=0, description="How often the machine's state is polled")
@@ -142,7 +150,6 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
     closing_grace_seconds: float = Field(
         default=120, ge=0, description="After the machine ends, how long to wait for its last messages"
     )
-    dry_run: bool = Field(default=False, description="Run a stand-in trainer instead of kohya")
     lost_worker_retries: int = Field(default=2, ge=0, description="Step retries when the machine is lost")
     lost_worker_retry_seconds: float = Field(default=30, ge=0, description="Wait before such a retry")
     heartbeat_seconds: float = Field(default=30, gt=0, description="How often the worker sends a heartbeat")
@@ -160,6 +167,13 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
     )
 
     backend_name: ClassVar[str] = "gpu"
+    # The label on what this executor's machine makes: False, it runs the real trainer and generator.
+    simulated: ClassVar[bool] = False
+
+    def _software_extras(self, context: dg.AssetExecutionContext, storage: StorageResource) -> dict[str, Any]:
+        """What the worker is told about the software it runs, beside the stage's extras; the stage never
+        names a generator (a stand-in executor, stand_in.py, names its own and finds the stand-in's inputs)."""
+        return {"generator": DIFFUSERS}
 
     @abc.abstractmethod
     def _pipes(
@@ -182,6 +196,7 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
         max_runtime_minutes: float | None = None,
     ) -> WorkerRun:
         budget_s = 60 * (max_runtime_minutes or self.max_runtime_minutes)
+        extras = {**self._software_extras(context, storage), **extras}  # what the caller names wins
         injector, reader, transport_env = self._pipes(context, storage, extras, budget_s)
         state: dict[str, Any] = {"handle": None, "started": None, "ended": None}
         error: BaseException | None = None
@@ -219,9 +234,9 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
             raise dg.RetryRequested(
                 max_retries=self.lost_worker_retries, seconds_to_wait=self.lost_worker_retry_seconds
             ) from lost
-        if not result.get("ok"):
-            reason = result.get("error") or "the worker reported a failure without a reason"
-            tail = "\n".join(result.get("log_tail") or [])
+        if not result.ok:
+            reason = result.error or "the worker reported a failure without a reason"
+            tail = "\n".join(result.log_tail)
             raise WorkerFailedError(f"{self.backend_name} job {run.job_id}: {reason}\n{tail}".rstrip(), run)
         return run
 
@@ -254,7 +269,7 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
             state["ended"] = time.monotonic()
         context.log.info(f"{self.backend_name} {handle.job_id} terminated")
 
-    def _wait(self, context, handle: WorkerHandle, session: PipesSession, budget_s: float) -> str:
+    def _wait(self, context, handle: WorkerHandle, session: dg.PipesSession, budget_s: float) -> str:
         started = time.monotonic()
         deadline = started + budget_s
         liveness = Liveness(session.message_handler, started)
@@ -294,13 +309,13 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
         except Exception:  # a busy instance must not end the GPU work; the sweeper waits longer then
             context.log.warning(f"could not refresh {GPU_ALIVE_TAG}:\n{traceback.format_exc(limit=2)}")
 
-    def _await_last_messages(self, session: PipesSession) -> None:
+    def _await_last_messages(self, session: dg.PipesSession) -> None:
         """The machine is gone; blob-store readers may still be fetching its last message chunks."""
         grace = time.monotonic() + self.closing_grace_seconds
         while not session.message_handler.received_closed_message and time.monotonic() < grace:
             time.sleep(0.2)
 
-    def _summarize(self, state: dict, session: PipesSession) -> WorkerRun:
+    def _summarize(self, state: dict, session: dg.PipesSession) -> WorkerRun:
         handle: WorkerHandle | None = state["handle"]
         if handle is None:
             return WorkerRun(self.backend_name, "", "", 0.0, 0.0)
@@ -312,12 +327,10 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
             billable_seconds=round(seconds, 1),
             estimated_cost_usd=round(seconds * handle.cost_per_hour / 3600, 4),
             results=tuple(session.get_reported_results()),
-            messages=tuple(m for m in session.get_custom_messages() if not _is_heartbeat(m)),
+            messages=tuple(
+                m for m in map(parse_message, session.get_custom_messages()) if not isinstance(m, Heartbeat)
+            ),
         )
-
-
-def _is_heartbeat(message: Any) -> bool:
-    return isinstance(message, Mapping) and message.get("type") == HEARTBEAT
 
 
 def forwarded_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The worker as a local process: a studio's own GPU box, and dry-run (with the stand-in trainer)."""
+"""The worker as a local process: a studio's own GPU box (and, in stand_in.py, the simulated executor)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pydantic import Field
 from modelcrew_assets.resources.gpu.executor import GpuExecutorResource, WorkerHandle
 from modelcrew_assets.resources.storage import StorageResource
 
-STAND_IN_LAUNCH = f"{sys.executable} -m modelcrew_assets.worker.stand_in_trainer"
 # Set in the worker's environment, one value per launch; every process below it inherits it.
 TREE_TOKEN_ENV = "MODELCREW_WORKER_TREE"
 
@@ -90,7 +89,7 @@ class LocalGpuResource(GpuExecutorResource):
 
     python: str = Field(default=sys.executable, description="Interpreter with modelcrew and kohya's deps")
     trainer_launch: str | None = Field(
-        default=None, description="Command up to sdxl_train_network.py; the stand-in when dry_run"
+        default=None, description="Command up to sdxl_train_network.py (MODELCREW_TRAINER_LAUNCH)"
     )
     gpu_type: str = "local"
     poll_seconds: float = 0.5
@@ -101,8 +100,7 @@ class LocalGpuResource(GpuExecutorResource):
         return dg.PipesTempFileContextInjector(), dg.PipesTempFileMessageReader(), {}
 
     def _launch(self, context, worker_args, env) -> LocalProcess:
-        launch = STAND_IN_LAUNCH if self.dry_run else self.trainer_launch
-        extra = {"MODELCREW_TRAINER_LAUNCH": launch} if launch else {}
+        extra = {"MODELCREW_TRAINER_LAUNCH": self.trainer_launch} if self.trainer_launch else {}
         token = uuid.uuid4().hex
         process = subprocess.Popen(
             [self.python, "-m", "modelcrew_assets.worker", *worker_args],

@@ -30,6 +30,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from modelcrew_assets import asset_names
 from modelcrew_assets.storage_keys import asset_prefix, face_prefix
 
 POD_ROLE_ARN_ENV = "MODELCREW_POD_ROLE_ARN"
@@ -39,7 +40,7 @@ STS_MIN_SECONDS = 900
 STS_MAX_SECONDS = 43_200
 SESSION_POLICY_MAX_CHARS = 2048  # STS refuses longer plaintext session policies (PackedPolicyTooLarge)
 MARGIN_SECONDS = 600  # uploads still in flight when the budget runs out, clock skew
-GPU_INPUT_ASSETS = ("kohya_dataset", "lora_checkpoints", "swapped_faces")
+GPU_INPUT_ASSETS = (asset_names.KOHYA_DATASET, asset_names.LORA_CHECKPOINTS, asset_names.SWAPPED_FACES)
 _WRITE_ACTIONS = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
 
 
@@ -67,7 +68,9 @@ class PodScope:
             {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{self.bucket}"},
         ]
         if self.reads:  # IAM refuses a statement with no resource
-            statements.append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": [objects + p + "*" for p in self.reads]})
+            statements.append(
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": [objects + p + "*" for p in self.reads]}
+            )
         document = {"Version": "2012-10-17", "Statement": statements}
         text = json.dumps(document, separators=(",", ":"))
         if len(text) > SESSION_POLICY_MAX_CHARS:
@@ -132,5 +135,9 @@ def assume_pod_role(role_arn: str, scope: PodScope, seconds: int, run_id: str, r
         ) from None
     credentials = answer["Credentials"]
     return dict(
-        zip(CREDENTIAL_ENV, (credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]))
+        zip(
+            CREDENTIAL_ENV,
+            (credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]),
+            strict=True,
+        )
     )

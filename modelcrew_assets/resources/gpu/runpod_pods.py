@@ -13,13 +13,10 @@ import os
 import re
 import shlex
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import httpx
 from dagster import DagsterExecutionInterruptedError, get_dagster_logger
-from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 from pydantic import Field
 
 from modelcrew_assets.resources.gpu.executor import GpuExecutorResource, WorkerHandle, forwarded_env
@@ -40,7 +37,9 @@ API_KEY_ENV = "RUNPOD_API_KEY"
 # RunPod's answers when a GPU type cannot be had right now: try the next type.
 NO_CAPACITY = ("no longer any instances available", "does not have the resources to deploy your pod")
 POD_NAME_PREFIX = "modelcrew-"
-_POD_NAME = re.compile(rf"^{POD_NAME_PREFIX}([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}})-[0-9a-f]{{6}}$")
+_POD_NAME = re.compile(
+    rf"^{POD_NAME_PREFIX}([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}})-[0-9a-f]{{6}}$"
+)
 GRAPHQL_URL_ENV = "MODELCREW_RUNPOD_GRAPHQL_URL"  # where the worker sends its own podStop
 # Forwarded from the orchestrator's env; its credentials never are (the pod gets a scoped STS session).
 AWS_ENV = ("AWS_ENDPOINT_URL_S3",)
@@ -64,28 +63,6 @@ def run_id_of_pod(name: str | None) -> str | None:
     """The Dagster run a pod was made for; None for pods this platform did not create."""
     match = _POD_NAME.match(name or "")
     return match.group(1) if match else None
-
-
-class DrainingS3MessageReader(PipesS3MessageReader):
-    """Reads every chunk already written at each poll; the stock reader takes one chunk per poll and
-    falls behind a worker that writes often. Messages go under `key_prefix` (the stock reader puts them
-    at the bucket root)."""
-
-    def __init__(self, *, key_prefix: str = "", **kwargs: Any):
-        super().__init__(**kwargs)
-        self.key_prefix = key_prefix
-
-    @contextmanager
-    def get_params(self) -> Iterator[dict]:
-        with super().get_params() as params:
-            yield {**params, "key_prefix": self.key_prefix + params["key_prefix"]}
-
-    def download_messages(self, cursor: int | None, params: dict) -> tuple[int, str] | None:
-        chunks = []
-        while (chunk := self.download_messages_chunk(self.counter, params)) is not None:
-            chunks.append(chunk)
-            self.counter += 1
-        return (self.counter, "\n".join(chunks)) if chunks else None
 
 
 class NoGpuCapacityError(RuntimeError):
@@ -215,6 +192,9 @@ class RunPodPodsResource(GpuExecutorResource):
         seconds = credential_seconds(budget_s + self.closing_grace_seconds)
         credentials = assume_pod_role(role_arn, scope, seconds, run_id, region)
         context.log.info(f"pod credentials: a {seconds} s session of {role_arn} for {', '.join(scope.writes)}")
+        # Imported here: dagster_aws.pipes loads all of dagster_aws (~1 s), which every step would otherwise pay.
+        from modelcrew_assets.resources.gpu.s3_pipes import DrainingS3MessageReader, PipesS3ContextInjector
+
         injector = PipesS3ContextInjector(bucket=backend.bucket, client=backend.client, key_prefix=run_prefix)
         reader = DrainingS3MessageReader(
             bucket=backend.bucket, client=backend.client, interval=self.pipes_poll_seconds, key_prefix=run_prefix

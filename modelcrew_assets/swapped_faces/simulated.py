@@ -1,29 +1,44 @@
-"""The dry-run swapper: local face detection (dlib's HOG, face_detection.py) and a feathered, colour-matched
+"""The simulated swapper: local face detection (dlib's HOG, face_detection.py) and a feathered, colour-matched
 blend of the model's face into each target box. Free, deterministic and labelled `dry_run`; good enough to
-demo and test the pipeline, not a likeness model."""
+demo and test the pipeline, not a likeness model. SimulatedSwapResource is what a dry-run deployment binds."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from modelcrew_assets.face_detection import FaceBox, detect_faces
 from modelcrew_assets.imaging import ImageInputError, decode_image
-from modelcrew_assets.swapped_faces.inputs import SwapInput
+from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.swapped_faces.inputs import ProviderName, SwapInput
+from modelcrew_assets.swapped_faces.providers import SwapProvider, SwapServiceResource
 
 # Blend a little more than the detector's brows-to-chin box so forehead and jaw come along; feather the edge.
 _MARGIN = 0.15
 _FEATHER = 0.08
 
 
-class DryRunProvider:
+class SimulatedSwapResource(SwapServiceResource):
+    """Swaps on this machine, at no cost; what it makes is labelled dry_run."""
+
+    provider_name: ClassVar[ProviderName] = "dry_run"
+    simulated: ClassVar[bool] = True
+
+    @asynccontextmanager
+    async def swaps(self, storage: StorageResource, face: SwapInput) -> AsyncIterator[SwapProvider]:
+        yield await asyncio.to_thread(SimulatedSwapProvider, face)
+
+
+class SimulatedSwapProvider:
     name = "dry_run"
-    dry_run = True
+    simulated = True
 
     def __init__(self, face: SwapInput):
         boxes = detect_faces(face.image)
@@ -40,9 +55,7 @@ class DryRunProvider:
         digest = hashlib.sha256(target.sha256.encode() + face.sha256.encode() + repr(list(boxes)).encode())
         return f"dry-run-swap-{digest.hexdigest()[:16]}"
 
-    async def finish_swap(
-        self, job_id: str, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]
-    ) -> bytes:
+    async def finish_swap(self, job_id: str, target: SwapInput, face: SwapInput, boxes: Sequence[FaceBox]) -> bytes:
         return await asyncio.to_thread(self._swap, target.image, boxes)
 
     async def create_enhance(self, image: bytes) -> str:
