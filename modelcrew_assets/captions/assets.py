@@ -23,6 +23,15 @@ from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix
 
 PREVIEW_ROWS = 20
+# Check names, spelled once (the spec and the result must agree), and what each means in the UI.
+STARTS_WITH_TRIGGER = "captions_start_with_trigger"
+EVERY_IMAGE_CAPTIONED = "every_image_has_a_caption"
+FITS_TOKEN_WINDOW = "captions_fit_token_window"
+CHECKS = {
+    STARTS_WITH_TRIGGER: "every caption begins with the model's trigger word, which the LoRA learns",
+    EVERY_IMAGE_CAPTIONED: "every swapped photo has a non-empty caption stored beside it",
+    FITS_TOKEN_WINDOW: "no caption is longer than CLIP's 75-token window (kohya would cut the rest)",
+}
 
 
 @dg.asset(
@@ -31,9 +40,7 @@ PREVIEW_ROWS = 20
     group_name="training_data",
     kinds={"openai"},
     check_specs=[
-        dg.AssetCheckSpec("captions_start_with_trigger", asset=Captions.ASSET),
-        dg.AssetCheckSpec("every_image_has_a_caption", asset=Captions.ASSET),
-        dg.AssetCheckSpec("captions_fit_token_window", asset=Captions.ASSET),
+        dg.AssetCheckSpec(name, asset=Captions.ASSET, description=meaning) for name, meaning in CHECKS.items()
     ],
 )
 def captions(
@@ -89,17 +96,17 @@ def caption_checks(
     too_long = [key for key, count in tokens.items() if count > CLIP_TOKEN_WINDOW]
     return [
         dg.AssetCheckResult(
-            check_name="captions_start_with_trigger",
+            check_name=STARTS_WITH_TRIGGER,
             passed=not without_trigger,
             metadata={"trigger": spec.trigger, "offending": ", ".join(without_trigger[:20]) or "none"},
         ),
         dg.AssetCheckResult(
-            check_name="every_image_has_a_caption",
+            check_name=EVERY_IMAGE_CAPTIONED,
             passed=not missing,
             metadata={"images": len(swapped.images), "missing": ", ".join(missing[:20]) or "none"},
         ),
         dg.AssetCheckResult(
-            check_name="captions_fit_token_window",
+            check_name=FITS_TOKEN_WINDOW,
             passed=not too_long,
             metadata={
                 "window": CLIP_TOKEN_WINDOW,

@@ -32,6 +32,16 @@ from modelcrew_assets.worker.kohya import Recipe, one_epoch_repeats
 ENOUGH_IMAGES = 15
 TOO_FEW_IMAGES = 5
 
+# Check names, spelled once (the spec and the result must agree), and what each means in the UI.
+ENOUGH = "dataset_has_enough_images"
+NO_NEAR_DUPLICATES = "dataset_has_no_near_duplicates"
+CAPTION_FILES = "every_image_has_its_caption_file"
+CHECKS = {
+    ENOUGH: f"{ENOUGH_IMAGES}+ images for a likeness LoRA (a warning below; under {TOO_FEW_IMAGES} it blocks training)",
+    NO_NEAR_DUPLICATES: "no two images are near-duplicates, which would over-weight one photo",
+    CAPTION_FILES: "every image in the zip has its .txt caption beside it, as kohya expects (blocks training)",
+}
+
 
 @dg.asset(
     partitions_def=models_partitions,
@@ -39,9 +49,9 @@ TOO_FEW_IMAGES = 5
     group_name="training_data",
     kinds={"python"},
     check_specs=[
-        dg.AssetCheckSpec("dataset_has_enough_images", asset=KohyaDataset.ASSET, blocking=True),
-        dg.AssetCheckSpec("dataset_has_no_near_duplicates", asset=KohyaDataset.ASSET),
-        dg.AssetCheckSpec("every_image_has_its_caption_file", asset=KohyaDataset.ASSET, blocking=True),
+        dg.AssetCheckSpec(ENOUGH, asset=KohyaDataset.ASSET, blocking=True, description=CHECKS[ENOUGH]),
+        dg.AssetCheckSpec(NO_NEAR_DUPLICATES, asset=KohyaDataset.ASSET, description=CHECKS[NO_NEAR_DUPLICATES]),
+        dg.AssetCheckSpec(CAPTION_FILES, asset=KohyaDataset.ASSET, blocking=True, description=CHECKS[CAPTION_FILES]),
     ],
 )
 def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
@@ -145,7 +155,7 @@ def plan_metadata(plan: TrainingPlan) -> dict:
 def enough_images_check(count: int) -> dg.AssetCheckResult:
     severity = dg.AssetCheckSeverity.ERROR if count < TOO_FEW_IMAGES else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
-        check_name="dataset_has_enough_images",
+        check_name=ENOUGH,
         passed=count >= ENOUGH_IMAGES,
         severity=severity,
         metadata={"images": count, "warn_below": ENOUGH_IMAGES, "fail_below": TOO_FEW_IMAGES},
@@ -156,7 +166,7 @@ def enough_images_check(count: int) -> dg.AssetCheckResult:
 def near_duplicates_check(images: dict[str, Image.Image]) -> dg.AssetCheckResult:
     pairs = find_near_duplicates(images.items())
     return dg.AssetCheckResult(
-        check_name="dataset_has_no_near_duplicates",
+        check_name=NO_NEAR_DUPLICATES,
         passed=not pairs,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"pairs": len(pairs), "examples": "; ".join(pair.describe() for pair in pairs[:10]) or "none"},
@@ -188,7 +198,7 @@ def caption_files_check(archive: bytes, repeats: int, trigger: str) -> dg.AssetC
     if len(by_folder) != 1:
         problems.append(f"expected one image folder under {IMAGES_DIR}/, found {len(by_folder)}")
     return dg.AssetCheckResult(
-        check_name="every_image_has_its_caption_file",
+        check_name=CAPTION_FILES,
         passed=not problems,
         metadata={"files": len(names), "problems": "; ".join(problems[:10]) or "none"},
     )
