@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 
+import dagster as dg
 from PIL import Image, ImageOps
 
 from modelcrew_assets.handoffs import SwappedFace, SwappedFaces, write_index
+from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix, face_prefix, manifest_key, targets_prefix
 
@@ -70,3 +72,18 @@ def store_swapped_faces(
     index = SwappedFaces(model=model, dry_run=dry_run, images=tuple(faces))
     write_index(storage, index)
     return index
+
+
+def tick_registering_partitions(instance: dg.DagsterInstance, storage: StorageResource, cursor: str | None = None):
+    """One upload-sensor tick; the partitions it asks for are added, as the daemon would before the next tick."""
+    # Imported here: the benchmarks use these builders and need not load the definitions.
+    from modelcrew_assets.definitions import defs
+    from modelcrew_assets.intake.sensors import model_uploads_sensor
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs
+    )
+    result = model_uploads_sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(models_partitions.name, list(request.partition_keys))
+    return result

@@ -8,13 +8,13 @@ import dagster as dg
 
 from modelcrew_assets.lora_checkpoints import lora_checkpoints
 from modelcrew_assets.resources.gpu import RunPodPodsResource
-from modelcrew_assets.resources.selection import gpu_executor_from_env
+from modelcrew_assets.resources.selection import resources_from_env
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.settings import GPU_EXECUTOR_ENV
 from modelcrew_assets_tests.fakes.aws_env import TEST_REGION
 
 if os.environ.get(GPU_EXECUTOR_ENV) == "local":
-    gpu = gpu_executor_from_env()
+    gpu = resources_from_env()["gpu"]
 else:
     gpu = RunPodPodsResource(
         api_key=dg.EnvVar("RUNPOD_API_KEY"), graphql_url=os.environ.get("RUNPOD_GRAPHQL_URL", ""),

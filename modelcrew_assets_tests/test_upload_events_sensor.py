@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-import dagster as dg
 import pytest
 
-from modelcrew_assets.definitions import defs
-from modelcrew_assets.intake.sensors import model_uploads_sensor
-from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage_backends import S3Backend
 from modelcrew_assets.settings import (
     UPLOAD_QUEUE_MAX_MESSAGES_ENV,
@@ -21,6 +17,7 @@ from modelcrew_assets.settings import (
 )
 from modelcrew_assets.storage_keys import targets_prefix
 from modelcrew_assets_tests.builders import jpeg_bytes, target_variants, upload_model
+from modelcrew_assets_tests.builders import tick_registering_partitions as tick
 from modelcrew_assets_tests.fakes.sqs import point_bucket_at
 
 
@@ -46,16 +43,6 @@ class ListingCalls:
 def calls(settled, monkeypatch) -> ListingCalls:
     """Listings from after the first tick on."""
     return ListingCalls(monkeypatch)
-
-
-def tick(instance, storage, cursor=None):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs
-    )
-    result = model_uploads_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(models_partitions.name, list(request.partition_keys))
-    return result
 
 
 def add_targets(storage, astronaut, model="blondie", count=2):

@@ -1,26 +1,13 @@
 """The upload sensor and uploads/<model>.zip: unpack once per zip version, then the usual partition + run."""
 
-import dagster as dg
 import pytest
 
-from modelcrew_assets.definitions import defs
-from modelcrew_assets.intake.sensors import model_uploads_sensor
-from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets_tests.builders import jpeg_bytes, target_variants
+from modelcrew_assets_tests.builders import tick_registering_partitions as tick
 from modelcrew_assets_tests.test_zip_intake import make_zip, model_entries
 
 # The zip guarantees on local disk, on S3 by listing, and on S3 with its event notifications in SQS.
 all_storages = pytest.mark.parametrize("storage", ["local", "s3", "s3_queue"], indirect=True)
-
-
-def tick(instance, storage, cursor=None):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs
-    )
-    result = model_uploads_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(models_partitions.name, list(request.partition_keys))
-    return result
 
 
 def keys(storage):

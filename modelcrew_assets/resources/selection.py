@@ -56,11 +56,6 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def gpu_executor_from_env() -> GpuExecutorResource:
-    """The GPU executor alone, as resources_from_env binds it."""
-    return _gpu_executor(dry_run_from_env())
-
-
 def _gpu_executor(simulated: bool) -> GpuExecutorResource:
     """Simulated: the stand-in trainer and generator, locally. Live: RunPod pods, or the studio's own GPU box
     with MODELCREW_GPU_EXECUTOR=local."""
