@@ -42,3 +42,14 @@ def test_dagster_cli_validates_the_checkout_without_dagster_home(tmp_path):
     """A newcomer's first `dagster definitions validate` in the checkout, with no DAGSTER_HOME: Dagster makes a
     temporary home and reads the checkout's dagster.yaml, which must not need the variable."""
     _validate_workspace({"HOME": str(tmp_path)})
+
+
+def test_only_the_selection_module_reads_the_dry_run_switch():
+    """Providers are chosen once (resources/selection.py); no asset or stage looks at the mode itself."""
+    package = ROOT / "modelcrew_assets"
+    readers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "dry_run_from_env" in path.read_text() or "DRY_RUN_ENV" in path.read_text()
+    )
+    assert readers == ["resources/selection.py", "settings.py"]
