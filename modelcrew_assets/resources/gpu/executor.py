@@ -267,7 +267,9 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
                     time.sleep(pause)
                     pause = min(pause * 2, 10)
             state["ended"] = time.monotonic()
-        context.log.info(f"{self.backend_name} {handle.job_id} terminated")
+            # Inside the hold: the executor forwards a Ctrl-C to the step that already had the terminal's,
+            # and that second one must not cut this record short.
+            context.log.info(f"{self.backend_name} {handle.job_id} terminated")
 
     def _wait(self, context, handle: WorkerHandle, session: dg.PipesSession, budget_s: float) -> str:
         started = time.monotonic()
