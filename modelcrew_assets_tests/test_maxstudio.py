@@ -57,10 +57,18 @@ def test_swap_retry_after_429_creates_no_second_job(fake_maxstudio, urls):
     assert fake_maxstudio.stats.requests["POST /swap-image"] == 2
 
 
-def test_5xx_on_create_and_poll_is_retried_without_a_second_job(fake_maxstudio, urls):
-    fake_maxstudio.faults.scripted = [500, 503]
+def test_503_on_create_and_poll_is_retried_without_a_second_job(fake_maxstudio, urls):
+    fake_maxstudio.faults.scripted = [503, 503]
     asyncio.run(swap_once(fake_maxstudio.resource(), urls))
     assert fake_maxstudio.stats.jobs_created == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_other_5xx_on_create_is_ambiguous_and_not_sent_again(fake_maxstudio, urls, status):
+    fake_maxstudio.faults.scripted = [status]
+    with pytest.raises(AmbiguousRequestError, match=f"HTTP {status} after the request was sent"):
+        asyncio.run(swap_once(fake_maxstudio.resource(), urls))
+    assert fake_maxstudio.stats.requests["POST /swap-image"] == 1
 
 
 def test_ambiguous_create_is_not_retried(fake_maxstudio, urls):

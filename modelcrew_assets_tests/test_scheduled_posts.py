@@ -131,6 +131,16 @@ def test_answer_lost_after_buffer_created_the_post_is_reconciled_not_resent(inst
     _assert_no_duplicates(fake_buffer)
 
 
+def test_gateway_timeout_after_buffer_created_the_post_is_reconciled_not_resent(instance, local_storage, fake_buffer):
+    upload_manifest(local_storage)
+    export_batch(local_storage, "batch-a", images=1)
+    fake_buffer.create_faults.extend(["gateway_timeout"])
+    result = materialize(instance, local_storage, live_buffer(fake_buffer))
+    assert len(_created(fake_buffer)) == 2 and len(fake_buffer.live_posts()) == 2
+    assert metadata_of(result)["posts_reconciled"].value == 1
+    _assert_no_duplicates(fake_buffer)
+
+
 def test_connection_dropped_before_create_stays_unsure_then_the_next_run_sends_it_once(
     instance, local_storage, fake_buffer
 ):

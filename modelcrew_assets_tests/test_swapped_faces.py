@@ -108,11 +108,11 @@ def test_faults_leave_every_target_swapped_or_listed_and_rerun_pays_only_for_fai
     manifest = manifest_text(MODEL, MODEL, extra="\n[swap]\nmin_success = 0.5\n")
     upload_model(s3_storage, astronaut, MODEL, targets=targets, manifest=manifest)
     faults = fake_maxstudio.faults
-    faults.rate_429, faults.retry_after, faults.rate_500 = 0.2, "1", 0.1
+    faults.rate_429, faults.retry_after, faults.rate_503 = 0.2, "1", 0.1
     faults.job_failure_rate, faults.fail_next_jobs = 0.05, 1
 
     first = metadata(materialize(instance, s3_storage, fake_maxstudio.resource()))
-    assert fake_maxstudio.stats.faults[429] > 0 and fake_maxstudio.stats.faults[500] > 0
+    assert fake_maxstudio.stats.faults[429] > 0 and fake_maxstudio.stats.faults[503] > 0
     failed_jobs = len(fake_maxstudio.stats.failed_jobs)
     assert failed_jobs >= 1
     assert first["swapped"] + first["failed"] == targets
@@ -230,7 +230,7 @@ def test_enhance_creates_and_ledgers_an_enhancer_job(instance, s3_storage, astro
 def test_api_key_never_in_logs_events_or_metadata(instance, s3_storage, astronaut, fake_maxstudio, caplog):
     sentinel = "sk-live-SENTINEL-7f3a9c"
     fake_maxstudio.api_key = sentinel
-    fake_maxstudio.faults.scripted = [429, 500]
+    fake_maxstudio.faults.scripted = [429, 503]
     fake_maxstudio.faults.fail_next_jobs = 1
     manifest = manifest_text(MODEL, MODEL, extra="\n[swap]\nmin_success = 0.5\n")
     upload_model(s3_storage, astronaut, MODEL, targets=3, manifest=manifest)

@@ -2,8 +2,10 @@
 timeouts, and retries that never risk paying twice.
 
 Retry rule, in one place:
-- 429 and 5xx answers are retried with exponential backoff and full jitter (Retry-After honoured): the
-  server answered, so it did not accept the request.
+- 429 and 503 answers are retried with exponential backoff and full jitter (Retry-After honoured): the
+  server refused the request before doing anything. Other 5xx answers (500, 502, 504) are retried the same
+  way for idempotent calls; for a non-idempotent one the work may have been done before the error (a gateway
+  timing out on a backend that went on, a crash after the commit), so they raise `AmbiguousRequestError`.
 - Failures before the request was sent (connect error/timeout, pool timeout) are retried for every method.
 - Failures after the request may have reached the server (read timeout, dropped connection) are retried
   only for idempotent calls (`idempotent=True`, the default for GET). For a POST that creates paid work
@@ -24,6 +26,8 @@ import httpx
 from dagster import get_dagster_logger
 
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Answers that say the server did nothing with the request: always safe to send again after a pause.
+_REFUSED = (429, 503)
 _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
@@ -157,7 +161,13 @@ class JsonApiClient:
                     raise ApiError(f"{what}: {type(error).__name__} on every attempt") from None
                 await self._backoff(what, attempt, type(error).__name__)
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
+            if response.status_code >= 500 and response.status_code not in _REFUSED and not idempotent:
+                raise AmbiguousRequestError(
+                    f"{what}: HTTP {response.status_code} after the request was sent; it may have been accepted, "
+                    f"so it is not retried automatically: {self._snippet(response)}",
+                    response.status_code,
+                )
+            if response.status_code in _REFUSED or response.status_code >= 500:
                 if last_try:
                     raise ApiError(
                         f"{what}: HTTP {response.status_code} after {attempt + 1} attempts: {self._snippet(response)}",

@@ -52,7 +52,7 @@ class FakeBuffer:
     daily_limit: int = 10
     posts: list[FakePost] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)  # {"operation", "variables", "authorization"}
-    create_faults: deque = field(default_factory=deque)  # "rate_limited", "answer_lost", "dropped"
+    create_faults: deque = field(default_factory=deque)  # "rate_limited", "answer_lost", "dropped", "gateway_timeout"
     answer_lost_s: float = 1.5
 
     def __post_init__(self) -> None:
@@ -242,6 +242,8 @@ def _handler_for(fake: FakeBuffer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(fake.answer_lost_s)
                 self.close_connection = True
                 return None
+            if fault == "gateway_timeout":  # the post was made; the proxy in front gave up waiting for it
+                return self._send(504, {"message": "Gateway Timeout"}, {})
             return self._send(status, answer, headers)
 
         def _send(self, status: int, answer: dict, headers: dict[str, str]) -> None:

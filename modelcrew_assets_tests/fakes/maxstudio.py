@@ -35,7 +35,7 @@ class Faults:
     job_latency_s: float = 0.1
     rate_429: float = 0.0
     retry_after: str = "0"
-    rate_500: float = 0.0
+    rate_503: float = 0.0
     scripted: list[int] = field(default_factory=list)  # statuses to answer first, in order, on any call
     job_failure_rate: float = 0.0
     fail_next_jobs: int = 0
@@ -127,8 +127,8 @@ class FakeMaxStudio:
             roll = self.random.random()
             if roll < self.faults.rate_429:
                 return 429
-            if roll < self.faults.rate_429 + self.faults.rate_500:
-                return 500
+            if roll < self.faults.rate_429 + self.faults.rate_503:
+                return 503
         return None
 
     def new_job(self, kind: str, inputs: tuple[bytes, ...], boxes=()) -> Job:
