@@ -1,4 +1,5 @@
-"""The `modelcrew` command: upload a model's photos, upload the demo model, list models and their state.
+"""The `modelcrew` command: upload a model's photos, upload the demo model, list models and their state,
+review captions.
 
 Exit codes: 0 done, 2 bad input (nothing was written). The command prints; the library code it calls logs.
 """
@@ -72,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--step", type=int, help="a given training step instead of the chosen checkpoint")
     download.add_argument("--out", type=Path, default=Path("."), help="folder to write into (default: here)")
     download.set_defaults(handler=_download_command)
+
+    captions = commands.add_parser(
+        "captions", help="--export DIR: the current captions as <photo>.txt to edit; --import DIR: upload them back"
+    )
+    captions.add_argument("model", help="model slug")
+    which = captions.add_mutually_exclusive_group(required=True)
+    which.add_argument("--export", type=Path, metavar="DIR", help="write one <target stem>.txt per captioned photo")
+    which.add_argument("--import", dest="import_dir", type=Path, metavar="DIR", help="upload edited .txt captions")
+    captions.set_defaults(handler=_captions_command)
     return parser
 
 
@@ -200,6 +210,33 @@ def _download_command(args: argparse.Namespace) -> int:
     print(f"{lora.weights}: {which}, step {lora.step}; trigger word and weight in {lora.sidecar}")
     if lora.dry_run:
         print("note: this LoRA comes from a dry run (a stand-in file); no generator can load it")
+    return EXIT_OK
+
+
+def _captions_command(args: argparse.Namespace) -> int:
+    from modelcrew_assets.captions.review import (
+        CaptionReviewError,
+        current_captions,
+        export_captions,
+        read_edited_captions,
+    )
+    from modelcrew_assets.handoffs import MissingUpstreamError, read_model_spec
+    from modelcrew_assets.manifest import ManifestError
+
+    storage = storage_from_env()
+    try:
+        if args.export:
+            for path in export_captions(storage, args.model, args.export):
+                print(f"wrote      {path}")
+            print(f"{args.model}: edit the .txt files, then `modelcrew captions {args.model} --import {args.export}`")
+            return EXIT_OK
+        spec = read_model_spec(storage, args.model)
+        edited = read_edited_captions(spec, args.import_dir, current_captions(storage, args.model))
+    except (CaptionReviewError, MissingUpstreamError, ManifestError) as error:
+        raise CliInputError(str(error)) from None
+    for note in edited.fixed:
+        print(f"fixed      {note}")
+    _print_report(upload(storage, UploadRequest(args.model, captions=edited.files)), storage)
     return EXIT_OK
 
 

@@ -8,11 +8,13 @@ from modelcrew_assets import (
     captions,
     checkpoint_evaluations,
     generated_batches,
+    generated_reels,
     gpu_sweeper,
     intake,
     kohya_dataset,
     lora_checkpoints,
     platform_exports,
+    post_metrics,
     scheduled_posts,
     swapped_faces,
 )
@@ -29,7 +31,9 @@ defs = dg.Definitions.merge(
     lora_checkpoints.defs,
     checkpoint_evaluations.defs,
     generated_batches.defs,
+    generated_reels.defs,
     scheduled_posts.defs,
+    post_metrics.defs,
     gpu_sweeper.defs,
     # Every job, the UI's ad hoc materializations included, forks its steps from preloaded definitions.
     dg.Definitions(resources=resources_from_env(), executor=forkserver_executor),

@@ -82,9 +82,38 @@ class SwappedFace(Handoff):
     height: int
 
 
+# Why a target photo is kept out of the training set (the quality gate's verdicts, swapped_faces/curation.py).
+ExclusionReason = Literal[
+    "failed_swap", "unreadable", "no_face", "several_faces", "blurry", "too_small", "near_duplicate", "forced_out"
+]
+
+
+class PhotoVerdict(Handoff):
+    """The quality gate's verdict on one target photo, with the measures it was judged by."""
+
+    target_key: str
+    image_key: str | None = None  # its swapped photo; None when the swap gave none
+    usable: bool
+    reasons: tuple[ExclusionReason, ...] = ()  # why excluded; on a forced-in photo, what it was forced past
+    detail: str = ""  # the reasons in words, with the numbers
+    forced: Literal["in", "out"] | None = None
+    faces: int | None = None
+    sharpness: float | None = None
+    dhash: str | None = None  # 64-bit dHash as 16 hex digits
+
+
 class SwappedFaces(StageIndex):
     ASSET: ClassVar[str] = asset_names.SWAPPED_FACES
-    images: tuple[SwappedFace, ...]
+    images: tuple[SwappedFace, ...]  # every swapped photo, usable or not
+    verdicts: tuple[PhotoVerdict, ...] = ()  # one per target; an older index without them: all usable
+
+    @property
+    def usable_images(self) -> tuple[SwappedFace, ...]:
+        """The photos the quality gate let through: what captions and the dataset are made of."""
+        if not self.verdicts:
+            return self.images
+        usable = {verdict.image_key for verdict in self.verdicts if verdict.usable}
+        return tuple(image for image in self.images if image.key in usable)
 
 
 class CaptionedImage(Handoff):
@@ -106,9 +135,11 @@ class KohyaDataset(StageIndex):
     version: str  # content hash of images + captions + layout settings
     zip_key: str  # models/<m>/kohya_dataset/<version>/dataset.zip
     config_key: str  # .../dataset.toml
-    image_count: int
+    image_count: int  # every image kohya trains on: photos + face crops
     repeats: int
     image_folder: str  # "<repeats>_<trigger> <class_word>"
+    photo_count: int = 0  # the distinct photos among them
+    face_crop_count: int = 0  # face-centred crops of those photos, each with its own caption
 
 
 class Checkpoint(Handoff):
@@ -201,6 +232,9 @@ class PlatformExport(Handoff):
     digital_source_type: str  # IPTC NewsCodes URI written into the file's XMP
     crop: Literal["face", "detail", "centre"]
     face_kept: bool | None = None  # face whole in frame and clear of the UI zones; None: no face found
+    # "native": rendered at this platform's aspect; "cropped": from another aspect, kept only where the face
+    # fits; "any": from a batch without per-platform renders.
+    fit: Literal["native", "cropped", "any"] = "any"
 
 
 class RejectedImage(Handoff):

@@ -68,17 +68,125 @@ class SwapSection(_Section):
     faces: Literal["largest", "all"] = "largest"
     enhance: bool = False
     min_success: float = Field(default=0.8, ge=0.0, le=1.0)
+    # Target photo names (as stored under targets/, e.g. "beach.jpg") a person keeps in, or takes out of,
+    # the training set whatever the quality gate's verdict.
+    force_include: tuple[str, ...] = ()
+    force_exclude: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _forced_once(self) -> SwapSection:
+        for name in (*self.force_include, *self.force_exclude):
+            if not name or "/" in name or "\\" in name:
+                raise ValueError(f"force lists hold target file names such as 'beach.jpg', not {name!r}")
+        both = sorted(set(self.force_include) & set(self.force_exclude))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both force_include and force_exclude; keep it in one")
+        return self
+
+
+class DatasetSection(_Section):
+    """[dataset]: which swapped photos make the training set, and the face crops added to it."""
+
+    min_photos: int = Field(default=5, ge=1, le=1000)  # fewer usable photos stop the run
+    recommended_photos: int = Field(default=15, ge=1, le=1000)  # fewer give a warning
+    min_short_side: int = Field(default=512, ge=256, le=4096)  # smaller photos are excluded as too small
+    # A face-centred crop per usable photo: "auto" adds one where the face is small in the frame.
+    face_crops: Literal["auto", "always", "never"] = "auto"
+    small_face_share: float = Field(default=0.25, gt=0.0, le=1.0)  # face side / short side below this is small
+    crop_scale: float = Field(default=2.5, ge=1.2, le=6.0)  # crop side = face side x this
+
+    @model_validator(mode="after")
+    def _recommended_covers_minimum(self) -> DatasetSection:
+        if self.recommended_photos < self.min_photos:
+            raise ValueError(
+                f"recommended_photos ({self.recommended_photos}) is below min_photos ({self.min_photos}); "
+                "raise it or lower min_photos"
+            )
+        return self
+
+
+Optimizer = Literal["AdamW8bit", "AdamW", "Prodigy", "Adafactor"]
+# kohya warns that Prodigy (which adapts its own step size) trains next to nothing at a learning rate of 0.1 or
+# below (library/train_util.py); it is a multiplier there, around 1.0.
+PRODIGY_MIN_LR = 0.1
+BASE_MODEL_SUFFIXES = (".safetensors", ".ckpt")
 
 
 class TrainingSection(_Section):
+    """[training]: what kohya users tune, each passed to sdxl_train_network.py (worker/kohya.py)."""
+
     repeats: int = Field(default=30, ge=1, le=1000)
     max_train_steps: int = Field(default=1500, ge=10, le=100_000)
     save_every_n_steps: int = Field(default=250, ge=1)
     network_dim: int = Field(default=16, ge=1, le=256)
     network_alpha: float = Field(default=16, gt=0)
-    learning_rate: float = Field(default=1e-4, gt=0, lt=1)
+    # The default depends on the optimizer (1e-4, or 1.0 for Prodigy): see _rate_for_the_optimizer.
+    learning_rate: float = Field(default=1e-4, gt=0, le=10)
     resolution: int = Field(default=1024, ge=256, le=2048)
     train_batch_size: int = Field(default=1, ge=1, le=64)
+    # An absolute path on the GPU machine, or a storage key (e.g. "base_models/juggernaut.safetensors")
+    # the worker downloads; none = the image's SDXL base.
+    base_model: str | None = None
+    optimizer: Optimizer = "AdamW8bit"
+    unet_lr: float | None = Field(default=None, gt=0, le=10)
+    text_encoder_lr: float | None = Field(default=None, ge=0, le=10)
+    network_train_unet_only: bool = False
+    noise_offset: float | None = Field(default=None, ge=0, le=1)
+    min_snr_gamma: float | None = Field(default=None, gt=0, le=20)
+    seed: int = Field(default=42, ge=0, lt=2**32)
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
+    caption_dropout_rate: float = Field(default=0.0, ge=0, lt=1)
+    shuffle_caption: bool = False
+    # Comma-separated caption tokens kept in front when shuffling: the trigger word is the first one.
+    keep_tokens: int = Field(default=1, ge=0, le=32)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rate_for_the_optimizer(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("optimizer") == "Prodigy" and "learning_rate" not in data:
+            return {**data, "learning_rate": 1.0}
+        return data
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_model(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        is_path = value.startswith("/")  # on the GPU machine: a checkpoint file or a diffusers folder
+        if (not is_path and not value.endswith(BASE_MODEL_SUFFIXES)) or ".." in value.split("/") or "\\" in value:
+            raise ValueError(
+                "must be an absolute path on the GPU machine or a storage key of an SDXL checkpoint file ending "
+                f"in {' or '.join(BASE_MODEL_SUFFIXES)}, e.g. 'base_models/juggernaut_xl.safetensors'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _optimizer_rates(self) -> TrainingSection:
+        prodigy = self.optimizer == "Prodigy"
+        rates = {"learning_rate": self.learning_rate, "unet_lr": self.unet_lr}
+        for name, rate in rates.items():
+            if rate is None:
+                continue
+            if prodigy and rate <= PRODIGY_MIN_LR:
+                raise ValueError(
+                    f'{name} = {rate:g} with optimizer = "Prodigy": Prodigy adapts its own step size and the '
+                    "rate is a multiplier; set it around 1.0"
+                )
+            if not prodigy and rate >= 1:
+                raise ValueError(f"{name} = {rate:g} is far too high for {self.optimizer}; 1e-4 is the usual rate")
+        if prodigy and self.text_encoder_lr not in (None, self.unet_lr or self.learning_rate):
+            raise ValueError(
+                "Prodigy takes one learning rate (kohya uses only the first); leave text_encoder_lr out "
+                "or set network_train_unet_only = true"
+            )
+        if self.network_train_unet_only and self.text_encoder_lr is not None:
+            raise ValueError("text_encoder_lr is set but network_train_unet_only = true trains no text encoder")
+        if self.shuffle_caption and self.keep_tokens < 1:
+            raise ValueError(
+                "shuffle_caption with keep_tokens = 0 would move the trigger word away from the front; "
+                "set keep_tokens = 1 or more"
+            )
+        return self
 
 
 # SDXL's training buckets (multiples of 64, about one megapixel) nearest each platform's aspect ratio.
@@ -123,6 +231,10 @@ class GenerationSection(_Section):
     lora_weight: float = Field(default=0.9, ge=0.0, le=2.0)
     max_images: int | None = Field(default=None, ge=1)  # rendered per run; the rest waits for the next run
     max_gpu_minutes: float | None = Field(default=None, gt=0)
+    # How a batch is split across the prompts: "thompson" (by measured engagement, generated_batches/allocation.py)
+    # or "even"; every prompt keeps at least exploration_floor of the batch (capped at an even share).
+    allocation: Literal["thompson", "even"] = "thompson"
+    exploration_floor: float = Field(default=0.1, ge=0.0, le=0.5)
 
     @model_validator(mode="after")
     def _prompt_pack_is_usable(self) -> GenerationSection:
@@ -245,14 +357,53 @@ def _slot_times(times: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(times)))
 
 
+DEFAULT_MOTIONS = (
+    "slow push-in",
+    "hair moves gently in the wind",
+    "a slight turn of the head toward the camera, then a smile",
+    "slow orbit around the subject",
+)
+
+
+class ReelsSection(_Section):
+    """[reels]: short vertical videos made from the best stills of each batch by an image-to-video API."""
+
+    motions: tuple[str, ...] = Field(default=DEFAULT_MOTIONS, min_length=1)  # one is added to each reel's prompt
+    top_n: int = Field(default=3, ge=0, le=50)  # reels per batch at most, best identity score first
+    min_score: float = Field(default=0.37, ge=0.0, le=1.0)  # stills below this identity score are not animated
+    provider_model: str | None = None  # e.g. "gen4_turbo", or a fal model id; None: the provider's default
+    duration: int = Field(default=5, ge=1, le=10)  # seconds of video per reel (what is paid for)
+    daily_budget_usd: float = Field(default=5.0, ge=0.0)  # this model's video spend per UTC day
+    monthly_budget_usd: float = Field(default=50.0, ge=0.0)  # and per UTC calendar month
+    music: bool = True  # a track from uploads/<model>/music/ when there is one; else silent
+    platforms: tuple[str, ...] = ("instagram_reels", "tiktok")  # where scheduled_posts posts reels
+
+    @field_validator("motions")
+    @classmethod
+    def _motion_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not motion.strip() or len(motion) > 200 for motion in value):
+            raise ValueError('every motion must be a phrase of 1-200 characters, e.g. "slow push-in"')
+        return value
+
+    @model_validator(mode="after")
+    def _budgets(self) -> ReelsSection:
+        if self.monthly_budget_usd < self.daily_budget_usd:
+            raise ValueError(
+                f"monthly_budget_usd ({self.monthly_budget_usd}) is below daily_budget_usd ({self.daily_budget_usd})"
+            )
+        return self
+
+
 class ModelSpec(_Section):
     model: ModelSection
     consent: ConsentSection
     swap: SwapSection = SwapSection()
+    dataset: DatasetSection = DatasetSection()
     training: TrainingSection = TrainingSection()
     generation: GenerationSection = GenerationSection()
     export: ExportSection = ExportSection()
     posting: PostingSection = PostingSection()
+    reels: ReelsSection = ReelsSection()
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ import dagster as dg
 DRY_RUN_ENV = "MODELCREW_DRY_RUN"
 GPU_EXECUTOR_ENV = "MODELCREW_GPU_EXECUTOR"  # "runpod" (default) or "local" (a studio's own GPU box)
 STORAGE_URL_ENV = "MODELCREW_STORAGE_URL"
+VIDEO_PROVIDER_ENV = "MODELCREW_VIDEO_PROVIDER"  # "runway" (default) or "fal" (Kling/Pika via fal's queue)
 # S3 event notifications for uploads/ (deploy/s3-upload-events/): the queue the upload sensor drains.
 UPLOAD_QUEUE_URL_ENV = "MODELCREW_UPLOAD_QUEUE_URL"
 UPLOAD_QUEUE_MAX_MESSAGES_ENV = "MODELCREW_UPLOAD_QUEUE_MAX_MESSAGES"

@@ -1,4 +1,4 @@
-"""Test inputs for scheduled_posts: a model with [posting], exported batches, and the run itself."""
+"""Test inputs for scheduled_posts: a model with [posting], exported batches and reels, and the run itself."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hashlib
 import dagster as dg
 from PIL import Image
 
+from modelcrew_assets.generated_reels.ffmpeg import zoom_clip
+from modelcrew_assets.generated_reels.index import GeneratedReels, Reel
 from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformExport, PlatformExports, write_index
 from modelcrew_assets.resources.buffer import BufferResource
 from modelcrew_assets.resources.storage import StorageResource
@@ -85,6 +87,26 @@ def export_batch(storage: StorageResource, batch_id: str, images: int = 2, dry_r
     )
     write_index(storage, index)
     return index
+
+
+def export_reel(storage: StorageResource, batch_id: str, image: int, identity: float = 0.6) -> Reel:
+    """What generated_reels hands over: one finished reel (a real, tiny MP4) and its poster, from one still."""
+    poster = jpeg_bytes(Image.new("RGB", (36, 64), (200, 90, 40)))
+    video = zoom_clip(poster, 1.0, (36, 64), fps=4)
+    key = hashlib.sha256(f"{batch_id}-{image}".encode()).hexdigest()[:20]
+    stem = f"models/{MODEL}/generated_reels/{key}-0f0f0f0f"
+    storage.put_bytes(f"{stem}.mp4", video, "video/mp4")
+    storage.put_bytes(f"{stem}.jpg", poster, "image/jpeg")
+    reel = Reel(
+        key=key, batch_id=batch_id, video_key=f"{stem}.mp4", poster_key=f"{stem}.jpg", poster_at_s=0.5,
+        video_sha256=hashlib.sha256(video).hexdigest(), still_key=f"models/{MODEL}/generated_batches/{batch_id}/{image:04d}.png",
+        still_sha256="0" * 64, identity=identity, motion="slow push-in", prompt="Slow push-in. walking in a park",
+        still_prompt=f"{MODEL}, walking in a park number {image}, 85mm photo", seed=1, provider="runway",
+        provider_model="gen4_turbo", paid_seconds=1, duration_s=1.0, width=36, height=64, job_ids=("task-1",),
+        cost_usd=0.05, digital_source_type="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+    )  # fmt: skip
+    write_index(storage, GeneratedReels(model=MODEL, batch_id=batch_id, reels=(reel,)))
+    return reel
 
 
 def live_buffer(fake: FakeBuffer, **settings: object) -> BufferResource:

@@ -3,7 +3,6 @@ files), the `generate` worker with the stand-in generator on the local executor 
 scores, the chosen checkpoint, the grid, scores.json, the checks and the manual override."""
 
 import json
-import types
 
 import dagster as dg
 import pytest
@@ -28,6 +27,7 @@ from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import face_prefix, manifest_key
 from modelcrew_assets.worker.scoring import load_embedder
 from modelcrew_assets.worker.stand_in_trainer import lora_safetensors
+from modelcrew_assets.worker.stand_in_trainer import parser as trainer_parser
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text, target_variants
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
 from modelcrew_assets_tests.stand_in_executors import StandInRunPodPodsResource
@@ -46,10 +46,10 @@ def seed_model(storage: StorageResource, face: Image.Image, steps: tuple[int, ..
         swapped.append(SwappedFace(key=put.key, sha256=put.sha256, target_key=f"uploads/{MODEL}/targets/{index}.jpg",
                                    target_sha256=put.sha256, width=image.width, height=image.height))  # fmt: skip
     write_index(storage, SwappedFaces(model=MODEL, images=tuple(swapped)))
-    args = types.SimpleNamespace(
-        network_module="networks.lora", output_name=MODEL, max_train_steps=1500, learning_rate=1e-4,
-        resolution="1024,1024", mixed_precision="bf16", seed=42,
-    )  # fmt: skip
+    args = trainer_parser().parse_args([
+        "--network_module", "networks.lora", "--output_name", MODEL, "--max_train_steps", "1500",
+        "--learning_rate", "1e-4", "--resolution", "1024,1024", "--mixed_precision", "bf16", "--seed", "42",
+    ])  # fmt: skip
     checkpoints = []
     for step in steps:
         key = f"models/{MODEL}/lora_checkpoints/r1/{MODEL}-step{step:08d}.safetensors"
@@ -198,7 +198,7 @@ def test_dry_run_through_the_fake_runpod_picks_the_sweet_spot_and_terminates_the
     meta = assert_picks_the_sweet_spot(s3_storage, result)
     pod = fake_runpod.only_pod()
     assert pod.terminated is not None and meta["gpu_job_id"] == pod.id
-    assert meta["backend"] == "runpod_pod" and meta["estimated_cost_usd"] > 0
+    assert meta["backend"] == "runpod_pod" and meta["cost_usd"] > 0
     index = read_index(s3_storage, MODEL, CheckpointEvaluations)
     assert s3_storage.exists(index.grid_key) and index.grid_key.startswith(f"models/{MODEL}/checkpoint_evaluations/")
 

@@ -119,7 +119,7 @@ def test_unsafe_zip_is_bad_input(local_storage, monkeypatch, tmp_path, astronaut
 def test_demo_data_is_shipped_large_enough_and_small_in_total():
     folder = resources.files("modelcrew_assets.demo")
     images = [folder / "face.jpg", *(folder / "targets").iterdir()]
-    assert len(images) >= 9
+    assert len(images) >= 16, "the face and 15+ training photos"
     assert all(min(Image.open(image).size) >= 1024 for image in images)
     assert sum(len(image.read_bytes()) for image in images) < 3 * 1024 * 1024
     assert "public-domain" in (folder / "model.toml").read_text()
@@ -128,9 +128,9 @@ def test_demo_data_is_shipped_large_enough_and_small_in_total():
 def test_demo_uploads_once_and_the_sensor_starts_its_run(local_storage, monkeypatch, instance, capsys):
     monkeypatch.setenv("MODELCREW_STORAGE_URL", local_storage.url)
     assert main(["demo"]) == EXIT_OK
-    assert "demo: 10 uploaded" in capsys.readouterr().out
+    assert "demo: 20 uploaded" in capsys.readouterr().out
     assert main(["demo"]) == EXIT_OK
-    assert "demo: 0 uploaded, 9 duplicates skipped, 1 unchanged" in capsys.readouterr().out
+    assert "demo: 0 uploaded, 19 duplicates skipped, 1 unchanged" in capsys.readouterr().out
 
     context = dg.build_sensor_context(instance=instance, resources={"storage": local_storage}, definitions=defs)
     result = model_uploads_sensor(context)

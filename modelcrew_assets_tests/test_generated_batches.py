@@ -124,7 +124,7 @@ def test_rerun_of_a_complete_batch_launches_no_worker(local_storage, astronaut, 
     assert run_batch(instance, local_storage, batch_id="b1").success
     again = run_batch(instance, local_storage, batch_id="b1")
     assert again.success and metadata(again)["rendered_this_run"] == 0
-    assert metadata(again)["estimated_cost_usd"] == 0.0 and "nothing to render" in metadata(again)["gpu_job_id"]
+    assert metadata(again)["cost_usd"] == 0.0 and "nothing to render" in metadata(again)["gpu_job_id"]
 
 
 def test_each_image_has_a_full_provenance_record(s3_storage, astronaut, instance):
@@ -142,6 +142,8 @@ def test_each_image_has_a_full_provenance_record(s3_storage, astronaut, instance
     meta = metadata(result)
     assert meta["dagster/row_count"] == 2 and meta["dry_run"] is True and meta["checkpoint_step"] == 750
     assert "data:image/jpeg;base64," in meta["contact_sheet"] and meta["dagster/uri"].endswith("b1/batch.json")
+    assert meta["contact_sheet_uri"] == s3_storage.uri(f"models/{MODEL}/generated_batches/b1/contact_sheet.jpg")
+    assert s3_storage.exists(f"models/{MODEL}/generated_batches/b1/contact_sheet.jpg")
     assert meta["seconds_per_image"] > 0 and meta["backend"] == "local"
 
 
@@ -274,5 +276,6 @@ def test_batch_through_the_fake_runpod_resumes_on_a_new_pod_and_terminates_both(
     assert (metadata(first)["rendered_this_run"], metadata(second)["rendered_this_run"]) == (2, 4)
     assert len(fake_runpod.pods) == 2 and all(pod.terminated is not None for pod in fake_runpod.pods.values())
     meta = metadata(second)
-    assert meta["backend"] == "runpod_pod" and meta["estimated_cost_usd"] > 0 and meta["gpu_job_id"] in fake_runpod.pods
+    assert meta["backend"] == "runpod_pod" and meta["cost_usd"] > 0 and meta["gpu_job_id"] in fake_runpod.pods
+    assert meta["cost_estimate_usd"] > 0 and meta["gpu_minutes_estimate"] > 0
     assert checks(second) == {EVERY_IMAGE_HAS_A_RECORD: True, BATCH_IS_COMPLETE: True}

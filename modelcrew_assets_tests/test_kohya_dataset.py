@@ -35,7 +35,7 @@ def encoded(image: Image.Image, exif: Image.Exif | None = None, image_format: st
     return buffer.getvalue()
 
 
-def captioned_input(storage, images: list[bytes], manifest_extra: str = "", caption_of=None) -> Captions:
+def captioned_input(storage, images: list[bytes], manifest_extra: str = "", caption_of=None, face_box=None) -> Captions:
     """What the captions stage hands over: images in storage and a Captions index pointing at them."""
     storage.put_bytes(manifest_key(MODEL), manifest_text(MODEL, MODEL, manifest_extra).encode())
     items = []
@@ -44,7 +44,7 @@ def captioned_input(storage, images: list[bytes], manifest_extra: str = "", capt
         key = f"{asset_prefix(MODEL, 'swapped_faces')}{sha}.img"
         storage.put_bytes(key, data)
         text = caption_of(index) if caption_of else f"blondie, a woman, photo number {index}"
-        items.append(CaptionedImage(image_key=key, image_sha256=sha, caption=text, source="model"))
+        items.append(CaptionedImage(image_key=key, image_sha256=sha, caption=text, source="model", face_box=face_box))
     index = Captions(model=MODEL, prompt_version="test", items=tuple(items))
     write_index(storage, index)
     return index
@@ -155,6 +155,7 @@ def test_metadata_reports_repeats_epochs_steps_and_buckets(local_storage, instan
     assert "| 832x1216 | 7 |" in metadata["buckets"] and "| 1216x832 | 6 |" in metadata["buckets"]
     assert metadata["dagster/uri"].endswith("dataset.zip")
     assert metadata["preview"].startswith("![first 20 dataset images](data:image/jpeg;base64,")
+    assert metadata["preview_uri"].endswith("/preview.jpg")
 
 
 def test_too_few_images_fail_the_enough_images_check_and_a_few_more_only_warn(local_storage, instance):
@@ -189,3 +190,37 @@ def test_captions_then_dataset_from_swapped_faces_end_to_end(s3_storage, instanc
     _, archive = unpacked(s3_storage)
     texts = [archive.read(name).decode() for name in archive.namelist() if name.endswith(".txt")]
     assert len(texts) == 5 and all(text.startswith("blondie, a photo of a woman") for text in texts)
+
+
+def test_face_crops_join_the_zip_with_close_up_captions_and_count_in_the_steps(local_storage, instance):
+    photos = [encoded(image.resize((512, 512))) for image in distinct_images(4)]
+    captioned_input(
+        local_storage, photos, '\n[dataset]\nmin_photos = 1\nface_crops = "auto"\n', face_box=(200, 150, 80, 80)
+    )
+    result = materialize(instance, local_storage)
+    metadata = metadata_of(result)
+    index, archive = unpacked(local_storage)
+    assert (index.photo_count, index.face_crop_count, index.image_count) == (4, 4, 8)
+    assert metadata["steps_per_epoch"] == 8 * 30, "crops train like photos, so they are in the steps"
+    crops = sorted(name for name in archive.namelist() if name.endswith("-face.jpg"))
+    assert len(crops) == 4 and all(name.startswith(f"{FOLDER}/") for name in crops)
+    assert archive.read(crops[0].replace(".jpg", ".txt")) == b"blondie, close-up portrait of a woman, face in focus\n"
+    crop = Image.open(io.BytesIO(archive.read(crops[0])))
+    assert crop.size == (256, 256), "2.5 x the 80 px face, raised to the 256 px smallest bucket"
+    checks = checks_of(result)
+    assert checks["every_image_has_its_caption_file"].passed
+    assert checks["dataset_has_enough_images"].metadata["images"].value == 4, "crops are not extra photos"
+    assert checks["dataset_has_no_near_duplicates"].passed, "a crop is not compared with its own photo"
+
+
+def test_large_faces_get_no_crop_unless_always(local_storage, instance):
+    photos = [encoded(image.resize((512, 512))) for image in distinct_images(2)]
+    captioned_input(local_storage, photos, "\n[dataset]\nmin_photos = 1\n", face_box=(100, 100, 300, 300))
+    materialize(instance, local_storage)
+    assert read_index(local_storage, MODEL, KohyaDataset).face_crop_count == 0
+    local_storage.put_bytes(
+        manifest_key(MODEL),
+        manifest_text(MODEL, MODEL, '\n[dataset]\nmin_photos = 1\nface_crops = "always"\n').encode(),
+    )
+    materialize(instance, local_storage)
+    assert read_index(local_storage, MODEL, KohyaDataset).face_crop_count == 2

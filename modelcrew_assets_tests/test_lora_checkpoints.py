@@ -106,7 +106,9 @@ def test_full_run_on_runpod_stores_six_checkpoints_and_terminates_the_pod(
     assert len(index.loss) > 100 and index.loss[-1][1] < index.loss[0][1]
     assert s3_storage.exists(f"models/{MODEL}/lora_checkpoints/{index.run_id}/loss.png")
     assert metadata["gpu_type"].value == "NVIDIA GeForce RTX 4090"
-    assert metadata["estimated_cost_usd"].value > 0 and metadata["dry_run"].value is False
+    assert metadata["cost_usd"].value > 0 and metadata["dry_run"].value is False
+    # The estimate before the pod existed, at the executor's price, is in the same terms as what it cost.
+    assert metadata["cost_estimate_usd"].value > 0 and "$0.79/h" in metadata["cost_estimate"].value
     assert checks(result) == {VALID_SAFETENSORS: True, EVERY_SAVE_STEP: True}
 
     pod = fake_runpod.only_pod()

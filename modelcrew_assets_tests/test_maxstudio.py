@@ -4,10 +4,11 @@ bounded concurrency, and the key staying out of every message."""
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from modelcrew_assets.face_detection import FaceBox
-from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError
+from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError, JsonApiClient
 from modelcrew_assets.resources.maxstudio_client import JobFailedError, JobTimeoutError
 from modelcrew_assets.settings import MissingCredentialError
 from modelcrew_assets_tests.builders import jpeg_bytes
@@ -133,3 +134,19 @@ def test_key_echoed_by_the_server_is_redacted_from_errors(fake_maxstudio, urls):
         asyncio.run(swap_once(fake_maxstudio.resource(api_key=sentinel), urls))
     assert raised.value.status == 401
     assert sentinel not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_a_bearer_token_echoed_without_its_scheme_is_redacted_too():
+    token = "tok-SENTINEL-9876543210"
+
+    def echo(request: httpx.Request) -> httpx.Response:  # a service quoting the bare key back
+        return httpx.Response(403, text=f"key {request.headers['Authorization'].split()[-1]} lacks a scope")
+
+    async def call() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with JsonApiClient("svc", "http://127.0.0.1:9", headers, transport=httpx.MockTransport(echo)) as api:
+            await api.call("GET", "/thing")
+
+    with pytest.raises(ApiError) as raised:
+        asyncio.run(call())
+    assert token not in str(raised.value) and "key *** lacks a scope" in str(raised.value)

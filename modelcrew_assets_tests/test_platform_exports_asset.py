@@ -14,7 +14,7 @@ from modelcrew_assets.definitions import defs
 from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformExports, read_index, write_index
 from modelcrew_assets.manifest import parse_manifest
 from modelcrew_assets.platform_exports import platform_exports
-from modelcrew_assets.platform_exports.labels import TRAINED_ALGORITHMIC_MEDIA, read_digital_source_type
+from modelcrew_assets.platform_exports.labels import TRAINED_ALGORITHMIC_MEDIA, read_digital_source_type, read_xmp_label
 from modelcrew_assets.platform_exports.scheduler_csv import COLUMNS, read_manifest_csv
 from modelcrew_assets.platform_exports.stage import export_batch, export_settings
 from modelcrew_assets.resources.c2pa_signing import C2paSigningResource
@@ -31,9 +31,12 @@ EXPORT_ALL = (
 )
 
 
-def store_image(storage: StorageResource, key: str, image: Image.Image, dry_run: bool = False) -> GeneratedImage:
+def store_image(
+    storage: StorageResource, key: str, image: Image.Image, dry_run: bool = False, aspect: str = ""
+) -> GeneratedImage:
     put = storage.put_bytes(key, encode(image, "PNG"))
     return GeneratedImage(
+        aspect=aspect,
         key=put.key,
         sha256=put.sha256,
         prompt=PROMPT,
@@ -110,7 +113,7 @@ def test_batch_is_exported_per_platform_with_manifest_csv_index_and_passing_chec
     assert tuple(rows[0]) == COLUMNS and len(rows) == 2
     first = rows[0]
     assert (first["platform"], first["width"], first["height"]) == ("tiktok", "1080", "1920")
-    assert first["ai_generated"] == "true" and first["prompt"] == PROMPT
+    assert first["ai_generated"] == "true" and first["dry_run"] == "false" and first["prompt"] == PROMPT
     assert first["suggested_caption"] == "A woman sitting in a cafe, soft window light. (AI-generated)"
     assert first["hashtags"] == "#blondie #aigenerated #aiart"
     tiktok_export = next(e for e in index.exports if e.platform == "tiktok" and e.key.endswith(first["file"]))
@@ -123,6 +126,7 @@ def test_batch_is_exported_per_platform_with_manifest_csv_index_and_passing_chec
     assert metadata["dagster/row_count"].value == 8 and metadata["images_rendered"].value == 2
     assert metadata["dagster/uri"].value.rstrip("/").endswith("platform_exports/b0001")
     assert metadata["preview"].value.startswith("![one export per platform](data:image/jpeg;base64,")
+    assert metadata["preview_uri"].value == storage.uri(f"models/{MODEL}/platform_exports/b0001/preview.jpg")
 
 
 def test_second_run_with_the_same_settings_renders_nothing_and_a_new_watermark_renders_again(
@@ -207,3 +211,28 @@ def test_tiny_dry_run_stand_in_images_are_exported_and_the_run_is_marked_dry_run
     index = read_index(local_storage, MODEL, PlatformExports)
     assert index.dry_run and len(index.exports) == 2 and not index.rejected
     assert materialization_metadata(result)["dry_run"].value is True
+    for export in index.exports:
+        assert read_xmp_label(local_storage.get_bytes(export.key)) == "dry-run"
+        [row] = read_manifest_csv(local_storage.get_bytes(export.key.rsplit("/", 1)[0] + "/manifest.csv"))
+        assert row["dry_run"] == "true" and row["ai_generated"] == "true"
+
+
+def test_each_platform_is_served_by_the_renders_made_at_its_aspect_and_others_only_by_crops_that_fit(
+    instance, local_storage, astronaut
+):
+    upload_manifest(local_storage, '[export]\nplatforms = ["instagram_feed", "tiktok", "instagram_square"]\n')
+    prefix = f"models/{MODEL}/generated_batches/b0001/"
+    feed = store_image(local_storage, prefix + "0001.png", astronaut.resize((896, 1120)), aspect="4:5")
+    vertical = store_image(local_storage, prefix + "0002.png", astronaut.resize((768, 1344)), aspect="9:16")
+    write_index(local_storage, GeneratedBatch(model=MODEL, batch_id="b0001", images=(feed, vertical)))
+    materialize(instance, local_storage)
+    served = {(e.platform, e.source_key, e.fit) for e in read_index(local_storage, MODEL, PlatformExports).exports}
+    assert {(p, s, f) for p, s, f in served if p != "instagram_square"} == {
+        ("instagram_feed", feed.key, "native"),
+        ("tiktok", vertical.key, "native"),
+    }
+    # No 1:1 render was made: the square takes the crops that keep the astronaut's face.
+    assert {(s, f) for p, s, f in served if p == "instagram_square"} == {
+        (feed.key, "cropped"),
+        (vertical.key, "cropped"),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -20,6 +21,7 @@ from modelcrew_assets.platform_exports.labels import (
     TRAINED_ALGORITHMIC_MEDIA,
     AiLabel,
     read_digital_source_type,
+    read_xmp_label,
 )
 from modelcrew_assets.platform_exports.platforms import BUILTIN_PLATFORMS, Platform
 from modelcrew_assets.platform_exports.pool import export_many
@@ -98,6 +100,20 @@ def test_face_at_the_very_edge_is_kept_in_frame_and_flagged_not_clear_of_the_ui(
     assert plan.box[1] == 0 and plan.box[3] == 1000
 
 
+def test_a_render_only_cropped_to_a_platform_is_not_exported_where_the_crop_would_cut_the_face():
+    grey = encode(Image.new("RGB", (1000, 1000), (128, 128, 128)), "PNG")
+    tiktok, square = BUILTIN_PLATFORMS["tiktok"], BUILTIN_PLATFORMS["instagram_square"]
+    serves = (("tiktok", "cropped"), ("instagram_square", "native"))
+    source = SourceImage("edge.png", grey, LABEL, face_box=(400, 0, 100, 60), serves=serves)
+    [only] = render_source(source, ExportSettings(platforms=(tiktok, square)))
+    assert (only.platform, only.fit) == ("instagram_square", "native")
+    centred = dataclasses.replace(source, face_box=(450, 400, 100, 120))
+    assert [(r.platform, r.fit) for r in render_source(centred, ExportSettings(platforms=(tiktok, square)))] == [
+        ("tiktok", "cropped"),
+        ("instagram_square", "native"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("size", "face"),
     [
@@ -165,6 +181,18 @@ def test_exiftool_reads_the_ai_labels_from_the_export(tmp_path):
     assert tags["XMP-dc:Description"] == "AI-generated image of blondie"
     assert tags["XMP-dc:Subject"] == ["AI-generated", "blondie"]
     assert read_digital_source_type(jpeg) == TRAINED_ALGORITHMIC_MEDIA
+
+
+def test_dry_run_exports_say_so_in_xmp_and_in_their_pixels_after_any_crop(tmp_path):
+    grey = encode(Image.new("RGB", (1200, 800), (128, 128, 128)), "PNG")
+    dry = dataclasses.replace(LABEL, dry_run=True)
+    for real, simulated in zip(export(grey), export(grey, label=dry), strict=True):
+        assert exiftool(simulated.jpeg, tmp_path)["XMP-xmp:Label"] == "dry-run"
+        assert read_xmp_label(simulated.jpeg) == "dry-run" and read_xmp_label(real.jpeg) is None
+        # The banner is drawn on every platform's crop: the top-left corner differs from the plain export.
+        corner = (0, 0, simulated.width // 2, simulated.height // 5)
+        plain, marked = (Image.open(io.BytesIO(e.jpeg)).convert("L").crop(corner) for e in (real, simulated))
+        assert max(marked.getdata()) > max(plain.getdata()) + 60, simulated.platform
 
 
 def test_face_swapped_photos_are_labelled_as_composites(tmp_path):

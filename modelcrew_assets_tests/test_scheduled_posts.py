@@ -31,7 +31,7 @@ def _created(fake) -> list[dict]:
 
 
 def _assert_no_duplicates(fake) -> None:
-    urls = Counter((post.channel_id, url) for post in fake.live_posts() for url in post.image_urls)
+    urls = Counter((post.channel_id, url) for post in fake.live_posts() for url in post.media_urls)
     assert all(count == 1 for count in urls.values()), urls
 
 

@@ -50,6 +50,7 @@ def test_dry_run_swaps_every_target_with_labelled_results(instance, local_storag
     meta = metadata(result)
     assert (meta["swapped"], meta["jobs_created"], meta["dry_run"]) == (3, 0, True)
     assert meta["preview"].startswith("![swapped faces](data:image/jpeg;base64,")
+    assert meta["preview_uri"].endswith(f"models/{MODEL}/swapped_faces/preview.jpg")
     assert meta["dagster/uri"].endswith("models/blondie/swapped_faces")
     index = read_index(local_storage, MODEL, SwappedFaces)
     assert index.dry_run and len(index.images) == 3
@@ -220,8 +221,10 @@ def test_no_face_and_unreadable_targets_are_listed_not_fatal(instance, s3_storag
 def test_enhance_creates_and_ledgers_an_enhancer_job(instance, s3_storage, astronaut, fake_maxstudio):
     manifest = manifest_text(MODEL, MODEL, extra="\n[swap]\nenhance = true\n")
     upload_model(s3_storage, astronaut, MODEL, targets=2, manifest=manifest)
-    meta = metadata(materialize(instance, s3_storage, fake_maxstudio.resource()))
+    meta = metadata(materialize(instance, s3_storage, fake_maxstudio.resource(price_per_job=0.05)))
     assert meta["jobs_created"] == 4 and fake_maxstudio.stats.requests["POST /image-enhancer"] == 2
+    # Estimated before any job (2 targets x swap + enhance), then what the created jobs cost.
+    assert (meta["cost_estimate_usd"], meta["cost_usd"]) == (0.2, 0.2)
     for image in read_index(s3_storage, MODEL, SwappedFaces).images:
         sidecar = json.loads(s3_storage.get_bytes(image.key.replace(".jpg", ".json")))
         assert len(sidecar["swap_job_ids"]) == 1 and len(sidecar["enhance_job_ids"]) == 1

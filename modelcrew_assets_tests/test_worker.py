@@ -12,7 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from modelcrew_assets.object_store import ObjectStore
+from modelcrew_assets.worker.base_model import (
+    BASE_MODEL_ENV,
+    DEFAULT_BASE_MODEL,
+    MODEL_CACHE_ENV,
+    BaseModelError,
+    local_base_model,
+)
 from modelcrew_assets.worker.kohya import (
     Recipe,
     TrainPaths,
@@ -35,8 +44,16 @@ KOHYA_OPTIONS = {
     "save_precision", "gradient_checkpointing", "cache_latents", "resolution", "enable_bucket",
     "train_batch_size", "max_train_steps", "save_every_n_steps", "caption_extension", "sample_every_n_steps",
     "sample_prompts", "sample_sampler", "seed", "sdpa", "save_state", "resume", "skip_until_initial_step",
-    "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
+    "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "unet_lr", "text_encoder_lr", "noise_offset",
+    "min_snr_gamma", "caption_dropout_rate", "shuffle_caption", "keep_tokens", "network_train_unet_only",
+    "optimizer_args",
 }  # fmt: skip
+# What a manifest may tune, each with a value that is not kohya's default (so it must reach the command line).
+TUNED = Recipe(
+    optimizer_type="Prodigy", learning_rate=1.0, unet_lr=1.0, network_train_unet_only=True, noise_offset=0.0357,
+    min_snr_gamma=5.0, caption_dropout_rate=0.05, shuffle_caption=True, keep_tokens=2, mixed_precision="fp16",
+    seed=7,
+)  # fmt: skip
 
 PATHS = TrainPaths(
     base_model="/opt/models/sd_xl_base_1.0.safetensors",
@@ -47,13 +64,17 @@ PATHS = TrainPaths(
 )
 
 
-def as_options(flags: list[str]) -> dict[str, str | None]:
+def as_options(flags: list[str]) -> dict[str, str | list[str] | None]:
+    """--name -> its value, None for a switch, the list for one that takes several (nargs='*')."""
     options, index = {}, 0
     while index < len(flags):
         name = flags[index].removeprefix("--")
-        has_value = index + 1 < len(flags) and not flags[index + 1].startswith("--")
-        options[name] = flags[index + 1] if has_value else None
-        index += 2 if has_value else 1
+        values = []
+        index += 1
+        while index < len(flags) and not flags[index].startswith("--"):
+            values.append(flags[index])
+            index += 1
+        options[name] = None if not values else values[0] if len(values) == 1 else values
     return options
 
 
@@ -104,6 +125,36 @@ def test_every_flag_exists_in_kohyas_parser_and_the_stand_in_accepts_the_command
     parsed = parser().parse_args(flags)
     assert parsed.network_dim == 16 and parsed.resolution == "1024,1024" and parsed.save_state
     assert (parsed.min_bucket_reso, parsed.max_bucket_reso, parsed.skip_until_initial_step) == (256, 2048, True)
+
+
+def test_each_training_option_reaches_kohyas_command_line():
+    options = as_options(training_flags(TUNED, PATHS))
+    assert {name: options.get(name, "absent") for name in (
+        "optimizer_type", "learning_rate", "unet_lr", "network_train_unet_only", "noise_offset", "min_snr_gamma",
+        "caption_dropout_rate", "shuffle_caption", "keep_tokens", "mixed_precision", "save_precision", "seed",
+    )} == {
+        "optimizer_type": "Prodigy", "learning_rate": "1", "unet_lr": "1", "network_train_unet_only": None,
+        "noise_offset": "0.0357", "min_snr_gamma": "5", "caption_dropout_rate": "0.05", "shuffle_caption": None,
+        "keep_tokens": "2", "mixed_precision": "fp16", "save_precision": "fp16", "seed": "7",
+    }  # fmt: skip
+    assert options["optimizer_args"] == ["decouple=True", "weight_decay=0.01", "use_bias_correction=True", "safeguard_warmup=True"]  # fmt: skip
+    assert set(options) <= KOHYA_OPTIONS
+    adafactor = as_options(training_flags(Recipe(optimizer_type="Adafactor", text_encoder_lr=5e-5), PATHS))
+    assert adafactor["optimizer_args"] == ["scale_parameter=False", "relative_step=False", "warmup_init=False"]
+    assert adafactor["text_encoder_lr"] == "5e-05"
+    assert as_options(training_flags(Recipe(mixed_precision="no"), PATHS))["save_precision"] == "float"
+
+
+def test_the_stand_in_records_the_tuned_options_in_ss_metadata_as_kohya_does():
+    args = parser().parse_args(training_flags(TUNED, PATHS))
+    recorded = parse_header(lora_safetensors(16, 16, 250, args)).metadata
+    assert recorded["ss_optimizer"] == (
+        "prodigyopt.prodigy.Prodigy(decouple=True,weight_decay=0.01,use_bias_correction=True,safeguard_warmup=True)"
+    )
+    assert (recorded["ss_unet_lr"], recorded["ss_text_encoder_lr"]) == ("1.0", "None")
+    assert (recorded["ss_noise_offset"], recorded["ss_min_snr_gamma"]) == ("0.0357", "5.0")
+    assert (recorded["ss_shuffle_caption"], recorded["ss_keep_tokens"], recorded["ss_seed"]) == ("True", "2", "7")
+    assert recorded["ss_sd_model_name"] == PATHS.base_model  # not on this machine: kohya keeps the name as given
 
 
 def test_the_stand_in_accepts_no_flag_kohyas_parser_lacks():
@@ -452,3 +503,29 @@ def test_final_weights_are_stored_as_the_last_step_unless_that_is_a_save_step(tm
     assert stored_keys(f"file://{tmp_path / 'b' / 'store'}", "run/") == [
         "run/m-step00000005.safetensors", "run/m-step00000010.safetensors",
     ]  # fmt: skip
+
+
+def test_a_stored_base_model_is_downloaded_once_into_the_cache_and_a_missing_one_says_what_to_do(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(BASE_MODEL_ENV, raising=False)
+    store = ObjectStore.from_url(f"file://{tmp_path / 'store'}")
+    store.put_bytes("base_models/juggernaut_xl.safetensors", b"sdxl weights")
+    downloads = []
+    original = ObjectStore.download
+    monkeypatch.setattr(ObjectStore, "download", lambda self, *a: downloads.append(a[0]) or original(self, *a))
+    first = local_base_model(store, "base_models/juggernaut_xl.safetensors")
+    again = local_base_model(store, "base_models/juggernaut_xl.safetensors")
+    assert (
+        first == again
+        and Path(first).read_bytes() == b"sdxl weights"
+        and Path(first).name == "juggernaut_xl.safetensors"
+    )
+    assert downloads == ["base_models/juggernaut_xl.safetensors"]
+    assert not list((tmp_path / "cache").rglob("*.part"))
+    assert local_base_model(store, None) == DEFAULT_BASE_MODEL
+    with pytest.raises(BaseModelError, match="is not in storage .*upload the .safetensors there"):
+        local_base_model(store, "base_models/missing.safetensors")
+    with pytest.raises(BaseModelError, match="does not exist on this GPU machine"):
+        local_base_model(store, str(tmp_path / "nowhere.safetensors"))

@@ -29,7 +29,7 @@ EVERY_IMAGE_CAPTIONED = "every_image_has_a_caption"
 FITS_TOKEN_WINDOW = "captions_fit_token_window"
 CHECKS = {
     STARTS_WITH_TRIGGER: "every caption begins with the model's trigger word, which the LoRA learns",
-    EVERY_IMAGE_CAPTIONED: "every swapped photo has a non-empty caption stored beside it",
+    EVERY_IMAGE_CAPTIONED: "every usable swapped photo has a non-empty caption stored beside it",
     FITS_TOKEN_WINDOW: "no caption is longer than CLIP's 75-token window (kohya would cut the rest)",
 }
 
@@ -53,7 +53,8 @@ def captions(
     warning = captioner.template_warning()
     if warning:
         context.log.warning(warning)
-    run = build_captions(storage, captioner, spec, swapped.images, LIKENESS_PROMPT)
+    # Only the photos the quality gate let through; the excluded ones are listed in swapped_faces' verdicts.
+    run = build_captions(storage, captioner, spec, swapped.usable_images, LIKENESS_PROMPT)
     for item in run.items:
         storage.put_bytes(caption_key(model, item.image_sha256), (item.caption + "\n").encode(), "text/plain")
     dry_run = captioner.simulated or swapped.dry_run  # made by, or from, a simulated provider
@@ -77,6 +78,7 @@ def captions(
         "template_captions": sources["template"] > 0,
         "from_cache": run.from_cache,
         "trigger": spec.trigger,
+        "excluded_photos": len(swapped.images) - len(swapped.usable_images),
         "preview": dg.MetadataValue.md(preview_table(storage, run.items[:PREVIEW_ROWS])),
         "dry_run": dry_run,
     }
@@ -91,7 +93,7 @@ def caption_checks(
     without_trigger = [item.image_key for item in items if not starts_with_trigger_once(item.caption, spec.trigger)]
     captioned = {item.image_sha256 for item in items if item.caption.strip()}
     stored = {item.image_sha256 for item in items if storage.exists(caption_key(spec.name, item.image_sha256))}
-    missing = [image.key for image in swapped.images if image.sha256 not in captioned & stored]
+    missing = [image.key for image in swapped.usable_images if image.sha256 not in captioned & stored]
     tokens = {item.image_key: clip_token_count(item.caption) for item in items}
     too_long = [key for key, count in tokens.items() if count > CLIP_TOKEN_WINDOW]
     return [
@@ -103,7 +105,7 @@ def caption_checks(
         dg.AssetCheckResult(
             check_name=EVERY_IMAGE_CAPTIONED,
             passed=not missing,
-            metadata={"images": len(swapped.images), "missing": ", ".join(missing[:20]) or "none"},
+            metadata={"images": len(swapped.usable_images), "missing": ", ".join(missing[:20]) or "none"},
         ),
         dg.AssetCheckResult(
             check_name=FITS_TOKEN_WINDOW,

@@ -100,3 +100,8 @@ def template_caption(
     """What can be said without a captioning model: the class word, framing and orientation."""
     parts = [f"a photo of a {class_word}", framing(face_box, height), orientation(width, height)]
     return f"{trigger}, " + ", ".join(part for part in parts if part)
+
+
+def close_up_caption(trigger: str, class_word: str) -> str:
+    """The caption of a face crop: the trigger, then the close-up wording that tells it from the photo."""
+    return f"{trigger}, close-up portrait of a {class_word}, face in focus"

@@ -199,6 +199,7 @@ def _evaluate(
         "jobs": [job.as_dict() for job in jobs],
         "references": {"face_keys": faces, "training_keys": training},
         "score": True,
+        "base_model": spec.training.base_model,  # the base the LoRA was trained on
     }
     context.log.info(
         f"rendering {len(jobs)} samples ({len(trained.checkpoints)} checkpoints x {len(EVAL_PROMPTS)} prompts x "

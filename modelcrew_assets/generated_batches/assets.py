@@ -5,15 +5,15 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field, ValidationError
 
+from modelcrew_assets.generated_batches.allocation import Allocation, allocation_table, batch_allocation
 from modelcrew_assets.generated_batches.checks import (
     BATCH_IS_COMPLETE,
     EVERY_IMAGE_HAS_A_RECORD,
     complete_result,
-    contact_sheet_markdown,
+    contact_sheet_metadata,
     provenance_result,
 )
 from modelcrew_assets.generated_batches.progress import (
-    DEFAULT_DOLLARS_PER_HOUR,
     check_resumable,
     estimate,
     read_progress,
@@ -24,6 +24,7 @@ from modelcrew_assets.generated_batches.prompt_packs import (
     batch_prefix,
     parse_size,
     plan_batch,
+    rendered_prompts,
     validate_batch_id,
 )
 from modelcrew_assets.handoffs import (
@@ -36,6 +37,7 @@ from modelcrew_assets.handoffs import (
     read_model_spec,
     write_index,
 )
+from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.gpu import GpuExecutorResource, WorkerFailedError, WorkerRun
 from modelcrew_assets.resources.storage import StorageResource
@@ -61,9 +63,6 @@ class GeneratedBatchConfig(dg.Config):
         default=None, gt=0, description="The worker starts no new image after this many minutes"
     )
     image_size: str | None = Field(default=None, description="'WxH' for every image, e.g. '64x64' for dry runs")
-    dollars_per_hour: float = Field(
-        default=DEFAULT_DOLLARS_PER_HOUR, ge=0, description="GPU price for the estimate before the first batch"
-    )
 
 
 def batch_id_for(config: GeneratedBatchConfig, run: dg.DagsterRun) -> str:
@@ -115,8 +114,10 @@ def generated_batches(
     batch_id = batch_id_for(config, context.run)
     spec = read_model_spec(storage, model)
     checkpoint, manual = chosen_checkpoint(storage, model, config.checkpoint_step)
-    jobs = plan_batch(spec, batch_id, parse_size(config.image_size) if config.image_size else None)
     progress = read_progress(storage, model, batch_id)
+    allocation = _allocation(storage, spec, batch_id, started=bool(progress.done or progress.unrecorded))
+    size = parse_size(config.image_size) if config.image_size else None
+    jobs = plan_batch(spec, batch_id, size, allocation.prompt_order())
     check_resumable(batch_id, jobs, progress.done, checkpoint.sha256)
     missing = [job for job in jobs if job.index not in progress.done]
     max_images = config.max_images or spec.generation.max_images
@@ -124,7 +125,7 @@ def generated_batches(
     to_render = missing[:max_images] if max_images else missing
     stopped_by = "max_images" if len(to_render) < len(missing) else None
 
-    forecast = estimate(to_render, _last_speed(storage, model), config.dollars_per_hour)
+    forecast = estimate(to_render, _last_speed(storage, model), gpu.dollars_per_hour)
     context.log.info(
         f"batch {batch_id} for {model}: {len(jobs)} planned, {len(progress.done)} already stored, "
         f"{len(to_render)} to render now with step {checkpoint.step} ({'manual' if manual else 'chosen'}); "
@@ -134,7 +135,7 @@ def generated_batches(
     failure: WorkerFailedError | None = None
     if to_render:
         try:
-            run = _render(context, gpu, storage, model, batch_id, to_render, checkpoint, max_minutes)
+            run = _render(context, gpu, storage, spec, batch_id, to_render, checkpoint, max_minutes)
         except WorkerFailedError as error:
             failure, run = error, error.run
     result = run.result_as(BatchResult) if run else None
@@ -166,11 +167,14 @@ def generated_batches(
             "complete": batch.complete,
             "stopped_by": stopped_by or "none",
             "seconds_per_image": round(sum(seconds) / len(seconds), 3) if seconds else None,
-            "estimate": forecast.describe(),
+            **forecast.cost().metadata(),
             "checkpoint_step": checkpoint.step,
             "checkpoint_key": checkpoint.key,
             "checkpoint_choice": "manual" if manual else CheckpointEvaluations.ASSET,
-            "contact_sheet": dg.MetadataValue.md(contact_sheet_markdown(storage, batch)),
+            **contact_sheet_metadata(storage, batch),
+            "allocation_method": allocation.method,
+            "allocation_reason": allocation.reason,
+            "allocation": dg.MetadataValue.md(allocation_table(allocation, rendered_prompts(spec))),
             "dry_run": batch.dry_run,
             **_cost(run),
         }
@@ -179,11 +183,20 @@ def generated_batches(
     yield complete_result(batch)
 
 
+def _allocation(storage: StorageResource, spec: ModelSpec, batch_id: str, started: bool) -> Allocation:
+    generation = spec.generation
+    prompts = rendered_prompts(spec)
+    cap = None if generation.seeds == "auto" else len(generation.aspects) * len(generation.seeds)
+    settings = (generation.allocation, generation.exploration_floor, cap)
+    prefix = batch_prefix(spec.name, batch_id)
+    return batch_allocation(storage, spec.name, batch_id, prefix, prompts, generation.images, settings, started)
+
+
 def _render(
     context: dg.AssetExecutionContext,
     gpu: GpuExecutorResource,
     storage: StorageResource,
-    model: str,
+    spec: ModelSpec,
     batch_id: str,
     jobs: list[BatchJob],
     checkpoint: Checkpoint,
@@ -191,7 +204,8 @@ def _render(
 ) -> WorkerRun:
     extras = {
         "storage_url": storage.url,
-        "output_prefix": batch_prefix(model, batch_id),
+        "output_prefix": batch_prefix(spec.name, batch_id),
+        "base_model": spec.training.base_model,  # the base the LoRA was trained on
         "checkpoint": {"key": checkpoint.key, "sha256": checkpoint.sha256, "step": checkpoint.step},
         "jobs": [job.as_dict() for job in jobs],
         "max_gpu_minutes": max_minutes,
@@ -231,5 +245,5 @@ def _record_batch(
 
 def _cost(run: WorkerRun | None) -> dict:
     if run is None:
-        return {"estimated_cost_usd": 0.0, "billable_seconds": 0.0, "gpu_job_id": "none (nothing to render)"}
+        return {"cost_usd": 0.0, "billable_seconds": 0.0, "gpu_job_id": "none (nothing to render)"}
     return run.cost_metadata()

@@ -6,7 +6,8 @@ import dagster as dg
 
 from modelcrew_assets.generated_batches.prompt_packs import batch_prefix
 from modelcrew_assets.handoffs import GeneratedBatch
-from modelcrew_assets.imaging import contact_sheet, decode_image, markdown_image
+from modelcrew_assets.imaging import contact_sheet, decode_image
+from modelcrew_assets.previews import stored_preview
 from modelcrew_assets.resources.storage import StorageResource
 
 EVERY_IMAGE_HAS_A_RECORD = "every_image_has_a_provenance_record"
@@ -52,12 +53,13 @@ def complete_result(batch: GeneratedBatch) -> dg.AssetCheckResult:
     )
 
 
-def contact_sheet_markdown(storage: StorageResource, batch: GeneratedBatch) -> str:
-    """The first images of the batch as one labelled contact sheet (inline, the UI cannot read the bucket)."""
+def contact_sheet_metadata(storage: StorageResource, batch: GeneratedBatch) -> dict[str, dg.MetadataValue]:
+    """The first images of the batch as one labelled contact sheet, inline and stored as a file."""
     shown = batch.images[:SHEET_IMAGES]
     if not shown:
-        return "no images yet"
+        return {"contact_sheet": dg.MetadataValue.md("no images yet")}
     images = [decode_image(storage.get_bytes(image.key), image.key) for image in shown]
     sheet = contact_sheet(images, columns=6, cell=160, labels=[f"{image.index:04d}" for image in shown])
     more = f"\n\nfirst {len(shown)} of {len(batch.images)} images" if len(batch.images) > len(shown) else ""
-    return markdown_image(sheet, f"batch {batch.batch_id}") + more
+    key = batch_prefix(batch.model, batch.batch_id) + "contact_sheet.jpg"
+    return stored_preview(storage, "contact_sheet", key, sheet, f"batch {batch.batch_id}", caption=more)

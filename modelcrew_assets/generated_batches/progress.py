@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from modelcrew_assets.costs import CostEstimate
 from modelcrew_assets.generated_batches.prompt_packs import batch_prefix
 from modelcrew_assets.handoffs import GeneratedImage
 from modelcrew_assets.object_store import Storage
@@ -16,7 +17,6 @@ from modelcrew_assets.worker.jobs import BatchJob, ImageSettings
 # used until a model has a measured batch. Plus the time to start the machine and load the pipeline.
 SECONDS_PER_STEP_MEGAPIXEL = 0.25
 STARTUP_SECONDS = 180.0
-DEFAULT_DOLLARS_PER_HOUR = 0.79
 
 
 class BatchMismatchError(RuntimeError):
@@ -42,6 +42,9 @@ class Estimate:
             f"{self.images} images x {self.seconds_per_image:.1f} s (+{STARTUP_SECONDS / 60:.0f} min start-up) "
             f"~ {self.gpu_minutes:.1f} GPU minutes, ~ ${self.cost_usd:.2f} ({self.basis})"
         )
+
+    def cost(self) -> CostEstimate:
+        return CostEstimate(usd=self.cost_usd, basis=self.describe(), gpu_minutes=self.gpu_minutes)
 
 
 def read_progress(storage: Storage, model: str, batch_id: str) -> BatchProgress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 from modelcrew_assets import asset_names
 from modelcrew_assets.manifest import ASPECT_SIZES, BUILTIN_PLACEHOLDERS, ModelSpec, placeholder_names
@@ -66,24 +67,36 @@ def parse_size(text: str) -> tuple[int, int]:
     return sides
 
 
-def plan_batch(spec: ModelSpec, batch_id: str, size: tuple[int, int] | None = None) -> tuple[BatchJob, ...]:
-    """Every image of the batch, in order. Image i uses prompt i mod P, then cycles the platforms; its seed
-    is derived from (model, batch, i), or taken from the manifest's seed list once per prompt x platform
-    round. `size` overrides the aspect buckets (used for tiny dry-run images)."""
+def rendered_prompts(spec: ModelSpec) -> list[str]:
+    """The prompt packs with their placeholders filled: what is rendered and what engagement is kept for."""
+    values = placeholder_values(spec)
+    return [render_prompt(text, values, f"[generation].prompts[{i}]") for i, text in enumerate(spec.generation.prompts)]
+
+
+def plan_batch(
+    spec: ModelSpec, batch_id: str, size: tuple[int, int] | None = None, prompt_order: Sequence[int] | None = None
+) -> tuple[BatchJob, ...]:
+    """Every image of the batch, in order. Image i uses prompt i mod P (or `prompt_order[i]`, the
+    allocation's split); each prompt's images cycle the platforms; the seed is derived from (model, batch,
+    i), or taken from the manifest's seed list once per platform round of the prompt. `size` overrides the
+    aspect buckets (used for tiny dry-run images)."""
     generation = spec.generation
     validate_batch_id(batch_id)
     values = placeholder_values(spec)
-    prompts = [render_prompt(text, values, f"[generation].prompts[{i}]") for i, text in enumerate(generation.prompts)]
+    prompts = rendered_prompts(spec)
     negative = render_prompt(generation.negative_prompt, values, "[generation].negative_prompt")
     platforms = list(generation.aspects.items())
-    per_round = len(prompts) * len(platforms)
+    occurrences = [0] * len(prompts)  # with the even split, prompt p's k-th image is image k*P + p
     jobs = []
     for index in range(generation.images):
-        platform, aspect = platforms[(index // len(prompts)) % len(platforms)]
+        prompt_index = prompt_order[index] if prompt_order else index % len(prompts)
+        occurrence = occurrences[prompt_index]
+        occurrences[prompt_index] += 1
+        platform, aspect = platforms[occurrence % len(platforms)]
         if generation.seeds == "auto":
             seed = derive_seed(spec.name, batch_id, index)
         else:
-            seed = generation.seeds[(index // per_round) % len(generation.seeds)]
+            seed = generation.seeds[(occurrence // len(platforms)) % len(generation.seeds)]
         width, height = size or ASPECT_SIZES[aspect]
         jobs.append(
             BatchJob(
@@ -91,7 +104,7 @@ def plan_batch(spec: ModelSpec, batch_id: str, size: tuple[int, int] | None = No
                 index=index,
                 output_key=image_key(spec.name, batch_id, index),
                 record_key=record_key(spec.name, batch_id, index),
-                prompt=prompts[index % len(prompts)],
+                prompt=prompts[prompt_index],
                 negative_prompt=negative,
                 seed=seed,
                 width=width,

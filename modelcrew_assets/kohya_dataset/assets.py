@@ -8,8 +8,10 @@ from pathlib import PurePosixPath
 import dagster as dg
 from PIL import Image
 
+from modelcrew_assets.captions.text import close_up_caption
 from modelcrew_assets.handoffs import Captions, KohyaDataset, read_index, read_model_spec, write_index
-from modelcrew_assets.imaging import contact_sheet, decode_image, encode_jpeg, markdown_image
+from modelcrew_assets.imaging import contact_sheet, decode_image, encode_jpeg
+from modelcrew_assets.kohya_dataset.face_crops import face_crop, wants_crop
 from modelcrew_assets.kohya_dataset.layout import (
     CAPTION_EXTENSION,
     CONFIG_NAME,
@@ -23,22 +25,25 @@ from modelcrew_assets.kohya_dataset.layout import (
     image_folder_name,
     plan_training,
 )
+from modelcrew_assets.manifest import DatasetSection
 from modelcrew_assets.near_duplicates import find_near_duplicates
 from modelcrew_assets.partitions import models_partitions
+from modelcrew_assets.previews import stored_preview
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix
 from modelcrew_assets.worker.kohya import Recipe, one_epoch_repeats
 
-ENOUGH_IMAGES = 15
-TOO_FEW_IMAGES = 5
+CROP_SUFFIX = "-face"  # a crop's stem: its photo's stem + this (no "_", see layout.py)
 
 # Check names, spelled once (the spec and the result must agree), and what each means in the UI.
 ENOUGH = "dataset_has_enough_images"
 NO_NEAR_DUPLICATES = "dataset_has_no_near_duplicates"
 CAPTION_FILES = "every_image_has_its_caption_file"
 CHECKS = {
-    ENOUGH: f"{ENOUGH_IMAGES}+ images for a likeness LoRA (a warning below; under {TOO_FEW_IMAGES} it blocks training)",
-    NO_NEAR_DUPLICATES: "no two images are near-duplicates, which would over-weight one photo",
+    ENOUGH: "[dataset].recommended_photos (15)+ distinct photos for a likeness LoRA (a warning below; under "
+    "min_photos (5) it blocks training); face crops do not count",
+    NO_NEAR_DUPLICATES: "no two photos are near-duplicates, which would over-weight one (a photo's own face crop "
+    "is meant to look like it and is not compared)",
     CAPTION_FILES: "every image in the zip has its .txt caption beside it, as kohya expects (blocks training)",
 }
 
@@ -59,13 +64,10 @@ def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -
     model = context.partition_key
     spec = read_model_spec(storage, model)
     captions = read_index(storage, model, Captions)
-    plan = plan_training(len({item.image_sha256 for item in captions.items}), spec.training)
-    folder = image_folder_name(plan.repeats, spec.trigger, spec.model.class_word)
-    for warning in plan.warnings:
-        context.log.warning(f"kohya_dataset {model}: {warning}")
-
-    images: dict[str, Image.Image] = {}
-    files, exact_duplicates = [], []
+    images: dict[str, Image.Image] = {}  # photos, by stem
+    entries: list[tuple[str, Image.Image, str]] = []  # (stem, image, caption): photos, then face crops
+    crops: list[tuple[str, Image.Image, str]] = []
+    exact_duplicates = []
     for item in captions.items:
         stem = item.image_sha256[:16]
         if stem in images:  # the same photo uploaded twice would only double its weight
@@ -73,8 +75,19 @@ def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -
             continue
         image = decode_image(storage.get_bytes(item.image_key), item.image_key)
         images[stem] = image
+        entries.append((stem, image, item.caption))
+        if wants_crop(item.face_box, image.size, spec.dataset):
+            crop = face_crop(image, item.face_box, spec.dataset.crop_scale)
+            crops.append((stem + CROP_SUFFIX, crop, close_up_caption(spec.trigger, spec.model.class_word)))
+    entries += crops
+    plan = plan_training(len(entries), spec.training)  # crops train like photos, so they count in the steps
+    folder = image_folder_name(plan.repeats, spec.trigger, spec.model.class_word)
+    for warning in plan.warnings:
+        context.log.warning(f"kohya_dataset {model}: {warning}")
+    files = []
+    for stem, image, caption in entries:
         files.append(DatasetFile(f"{IMAGES_DIR}/{folder}/{stem}.jpg", encode_jpeg(image, quality=95)))
-        files.append(DatasetFile(f"{IMAGES_DIR}/{folder}/{stem}{CAPTION_EXTENSION}", (item.caption + "\n").encode()))
+        files.append(DatasetFile(f"{IMAGES_DIR}/{folder}/{stem}{CAPTION_EXTENSION}", (caption + "\n").encode()))
     if exact_duplicates:
         context.log.warning(f"kohya_dataset {model}: dropped exact duplicates {', '.join(exact_duplicates)}")
     config = dataset_toml(folder, plan, f"{spec.trigger} {spec.model.class_word}", spec.training.resolution)
@@ -96,20 +109,24 @@ def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -
             version=version,
             zip_key=zip_key,
             config_key=config_key,
-            image_count=len(images),
+            image_count=len(entries),
             repeats=plan.repeats,
             image_folder=folder,
+            photo_count=len(images),
+            face_crop_count=len(crops),
         ),
     )
 
-    histogram = bucket_histogram((image.size for image in images.values()), spec.training.resolution)
-    sheet = contact_sheet(list(images.values())[:20], columns=5, cell=128)
+    histogram = bucket_histogram((image.size for _, image, _ in entries), spec.training.resolution)
     metadata = {
         "dagster/uri": dg.MetadataValue.path(storage.uri(zip_key)),
         "dataset_config": dg.MetadataValue.path(storage.uri(config_key)),
         "version": version,
         "reused": reused,
-        "image_count": len(images),
+        "image_count": len(entries),
+        "photo_count": len(images),
+        "face_crop_count": len(crops),
+        "face_crops": spec.dataset.face_crops,
         "exact_duplicates_dropped": len(exact_duplicates),
         "image_folder": f"{IMAGES_DIR}/{folder}",
         **plan_metadata(plan),
@@ -117,14 +134,14 @@ def kohya_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -
             "| bucket (w x h) | images |\n| --- | --- |\n"
             + "\n".join(f"| {bucket} | {count} |" for bucket, count in histogram.items())
         ),
-        "preview": dg.MetadataValue.md(markdown_image(sheet, "first 20 dataset images", max_side=640)),
+        **stored_preview(storage, "preview", prefix + "preview.jpg", preview(entries, len(images)), PREVIEW_ALT, 640),
         "zip_bytes": len(archive),
         "dry_run": captions.dry_run,
     }
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
-            enough_images_check(len(images)),
+            enough_images_check(len(images), spec.dataset),
             near_duplicates_check(images),
             caption_files_check(archive, plan.repeats, spec.trigger),
         ],
@@ -152,14 +169,27 @@ def plan_metadata(plan: TrainingPlan) -> dict:
     }
 
 
-def enough_images_check(count: int) -> dg.AssetCheckResult:
-    severity = dg.AssetCheckSeverity.ERROR if count < TOO_FEW_IMAGES else dg.AssetCheckSeverity.WARN
+PREVIEW_ALT = "first 20 dataset images"
+
+
+def preview(entries: list[tuple[str, Image.Image, str]], photos: int, shown: int = 20) -> Image.Image:
+    """Photos and face crops side by side, each labelled as what it is."""
+    crops = entries[photos:]
+    crop_slots = min(len(crops), shown // 2)
+    picked = entries[:photos][: shown - crop_slots] + crops[:crop_slots]
+    labels = ["face crop" if stem.endswith(CROP_SUFFIX) else "photo" for stem, _, _ in picked]
+    return contact_sheet([image for _, image, _ in picked], columns=5, cell=128, labels=labels)
+
+
+def enough_images_check(count: int, dataset: DatasetSection) -> dg.AssetCheckResult:
+    enough, too_few = dataset.recommended_photos, dataset.min_photos
+    severity = dg.AssetCheckSeverity.ERROR if count < too_few else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         check_name=ENOUGH,
-        passed=count >= ENOUGH_IMAGES,
+        passed=count >= enough,
         severity=severity,
-        metadata={"images": count, "warn_below": ENOUGH_IMAGES, "fail_below": TOO_FEW_IMAGES},
-        description=None if count >= ENOUGH_IMAGES else f"{count} images; a likeness LoRA wants {ENOUGH_IMAGES}+",
+        metadata={"images": count, "warn_below": enough, "fail_below": too_few},
+        description=None if count >= enough else f"{count} photos; a likeness LoRA wants {enough}+",
     )
 
 

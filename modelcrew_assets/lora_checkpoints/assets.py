@@ -10,6 +10,7 @@ from dataclasses import asdict
 import dagster as dg
 from pydantic import Field
 
+from modelcrew_assets.costs import gpu_estimate
 from modelcrew_assets.handoffs import (
     Checkpoint,
     KohyaDataset,
@@ -64,7 +65,19 @@ def recipe_for(spec: ModelSpec, save_state: bool) -> Recipe:
         learning_rate=training.learning_rate,
         resolution=training.resolution,
         train_batch_size=training.train_batch_size,
+        optimizer_type=training.optimizer,
+        mixed_precision=training.mixed_precision,
+        seed=training.seed,
         save_state=save_state,
+        base_model=training.base_model,
+        unet_lr=training.unet_lr,
+        text_encoder_lr=training.text_encoder_lr,
+        network_train_unet_only=training.network_train_unet_only,
+        noise_offset=training.noise_offset,
+        min_snr_gamma=training.min_snr_gamma,
+        caption_dropout_rate=training.caption_dropout_rate,
+        shuffle_caption=training.shuffle_caption,
+        keep_tokens=training.keep_tokens,
     )
 
 
@@ -171,9 +184,10 @@ def lora_checkpoints(
     estimate = estimate_runtime(recipe, dataset.image_count, len(prompts), getattr(gpu, "gpu_types", ()))
     budget, budget_source = runtime_budget(config, gpu, estimate)
     shown_budget = budget if budget is not None else gpu.max_runtime_minutes
+    cost = gpu_estimate(estimate.expected_minutes, gpu.dollars_per_hour, f"expected training time on {estimate.gpu}")
     context.log.info(
         f"training {model} (run {run_id}) on {gpu.backend_name}: {recipe}; time budget {shown_budget:g} min "
-        f"({budget_source}; estimate: {estimate.describe()})"
+        f"({budget_source}; estimate: {estimate.describe()}); cost {cost.describe()}"
     )
     try:
         run = gpu.run(context, worker_args=["train"], extras=extras, storage=storage, max_runtime_minutes=budget)
@@ -237,6 +251,7 @@ def lora_checkpoints(
             "runtime_budget_minutes": shown_budget,
             "runtime_budget_source": budget_source,
             "runtime_estimate": estimate.describe(),
+            **cost.metadata(),
             "dry_run": gpu.simulated,
             **run.cost_metadata(),
         }

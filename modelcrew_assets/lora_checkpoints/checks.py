@@ -37,7 +37,23 @@ def safetensors_problems(storage: StorageResource, checkpoint: Checkpoint, recip
         alpha_matches = False
     if not alpha_matches:
         problems.append(f"{name}: ss_network_alpha is {alpha!r}, the recipe says {recipe.network_alpha:g}")
-    return problems
+    return problems + _recipe_mismatches(name, header.metadata, recipe)
+
+
+def _recipe_mismatches(name: str, metadata: dict[str, str], recipe: Recipe) -> list[str]:
+    """The options kohya records that must be the recipe's: a trainer that ignored a flag shows here."""
+    # ss_optimizer is `<module>.<class>(<args>)`; its class is kohya's name for --optimizer_type.
+    optimizer = metadata.get("ss_optimizer", "").split("(", 1)[0].rsplit(".", 1)[-1]
+    recorded = {
+        "ss_optimizer": (optimizer, recipe.optimizer_type),
+        "ss_seed": (metadata.get("ss_seed"), str(recipe.seed)),
+        "ss_mixed_precision": (metadata.get("ss_mixed_precision"), recipe.mixed_precision),
+    }
+    return [
+        f"{name}: {key} is {found!r}, the recipe says {wanted!r}"
+        for key, (found, wanted) in recorded.items()
+        if found != wanted
+    ]
 
 
 def valid_safetensors_result(

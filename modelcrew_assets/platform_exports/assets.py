@@ -14,7 +14,7 @@ from modelcrew_assets.handoffs import (
     read_model_spec,
     write_index,
 )
-from modelcrew_assets.imaging import contact_sheet, markdown_image
+from modelcrew_assets.imaging import contact_sheet
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.platform_exports.checks import (
     EXACT_SIZES,
@@ -25,6 +25,7 @@ from modelcrew_assets.platform_exports.checks import (
 )
 from modelcrew_assets.platform_exports.source_decode import MIN_SOURCE_SIDE
 from modelcrew_assets.platform_exports.stage import batch_prefix, export_batch, export_settings
+from modelcrew_assets.previews import stored_preview
 from modelcrew_assets.resources.c2pa_signing import C2paSigningResource
 from modelcrew_assets.resources.storage import StorageResource
 
@@ -79,7 +80,7 @@ def platform_exports(
         **{f"exports_{platform.name}": per_platform[platform.name] for platform in settings.platforms},
         "faces_not_kept": sum(1 for export in index.exports if export.face_kept is False),
         "settings_fingerprint": index.settings_fingerprint[:12],
-        "preview": dg.MetadataValue.md(_preview(storage, index)),
+        **_preview(storage, index),
     }
     if index.rejected:
         metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {item.reason}" for item in index.rejected))
@@ -90,11 +91,12 @@ def platform_exports(
     return dg.MaterializeResult(metadata=metadata, check_results=check_exports(storage, index, settings.platforms))
 
 
-def _preview(storage: StorageResource, index: PlatformExports) -> str:
-    """One export per platform, side by side."""
+def _preview(storage: StorageResource, index: PlatformExports) -> dict[str, dg.MetadataValue]:
+    """One export per platform, side by side, inline and stored beside the batch's exports."""
     first = {}
     for export in index.exports:
         first.setdefault(export.platform, export)
     images = [Image.open(io.BytesIO(storage.get_bytes(export.key))) for export in first.values()]
     sheet = contact_sheet(images, columns=len(images), cell=320, labels=list(first))
-    return markdown_image(sheet, "one export per platform")
+    key = batch_prefix(index.model, index.batch_id) + "preview.jpg"
+    return stored_preview(storage, "preview", key, sheet, "one export per platform")

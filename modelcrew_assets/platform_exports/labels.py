@@ -19,7 +19,10 @@ TRAINED_ALGORITHMIC_MEDIA = NEWSCODES + "trainedAlgorithmicMedia"  # generated b
 COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = NEWSCODES + "compositeWithTrainedAlgorithmicMedia"  # face swaps
 AI_SOURCE_TYPES = (TRAINED_ALGORITHMIC_MEDIA, COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA)
 
+DRY_RUN_LABEL = "dry-run"  # XMP basic's xmp:Label: the collection this file belongs to
+
 _SOURCE_TYPE_ATTRIBUTE = re.compile(rb'Iptc4xmpExt:DigitalSourceType="([^"]*)"')
+_LABEL_ATTRIBUTE = re.compile(rb'xmp:Label="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class AiLabel:
     creator: str
     description: str
     keywords: tuple[str, ...] = ()
+    dry_run: bool = False  # made by simulated providers: XMP says so (xmp:Label), the pixels carry a banner
 
     def __post_init__(self) -> None:
         if self.digital_source_type not in AI_SOURCE_TYPES:
@@ -45,7 +49,8 @@ def xmp_packet(label: AiLabel) -> bytes:
         ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
         ' xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
         f" Iptc4xmpExt:DigitalSourceType={quoteattr(label.digital_source_type)}"
-        ' xmp:CreatorTool="modelcrew">'
+        + (f" xmp:Label={quoteattr(DRY_RUN_LABEL)}" if label.dry_run else "")
+        + ' xmp:CreatorTool="modelcrew">'
         f"<dc:creator><rdf:Seq><rdf:li>{escape(label.creator)}</rdf:li></rdf:Seq></dc:creator>"
         '<dc:description><rdf:Alt><rdf:li xml:lang="x-default">'
         f"{escape(label.description)}</rdf:li></rdf:Alt></dc:description>"
@@ -57,6 +62,15 @@ def xmp_packet(label: AiLabel) -> bytes:
 
 def read_digital_source_type(jpeg: bytes) -> str | None:
     """The DigitalSourceType in a JPEG's XMP packet, or None when it carries none."""
+    return _xmp_attribute(jpeg, _SOURCE_TYPE_ATTRIBUTE)
+
+
+def read_xmp_label(jpeg: bytes) -> str | None:
+    """The xmp:Label in a JPEG's XMP packet ("dry-run" for simulated output), or None."""
+    return _xmp_attribute(jpeg, _LABEL_ATTRIBUTE)
+
+
+def _xmp_attribute(jpeg: bytes, attribute: re.Pattern[bytes]) -> str | None:
     xmp = Image.open(io.BytesIO(jpeg)).info.get("xmp")
-    match = _SOURCE_TYPE_ATTRIBUTE.search(xmp) if isinstance(xmp, bytes) else None
+    match = attribute.search(xmp) if isinstance(xmp, bytes) else None
     return match.group(1).decode() if match else None

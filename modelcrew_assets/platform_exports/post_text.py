@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from modelcrew_assets.manifest import ModelSpec
-from modelcrew_assets.platform_exports.labels import AiLabel
+from modelcrew_assets.platform_exports.labels import DRY_RUN_LABEL, AiLabel
 
 # Prompt fragments about the camera or render quality, not about the scene: left out of captions.
 _JARGON = re.compile(
@@ -33,8 +33,11 @@ def hashtags(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*tags, *AI_DISCLOSURE_TAGS]))
 
 
-def generated_label(spec: ModelSpec, prompt: str, digital_source_type: str) -> AiLabel:
+def generated_label(spec: ModelSpec, prompt: str, digital_source_type: str, dry_run: bool = False) -> AiLabel:
     creator = spec.export.creator or spec.name
     description = f"AI-generated image of {spec.name}, a virtual persona, made with modelcrew. Prompt: {prompt}"
     keywords = ("AI-generated", "synthetic media", spec.name, *(tag.lstrip("#") for tag in hashtags(spec)))
-    return AiLabel(digital_source_type, creator, description, tuple(dict.fromkeys(keywords)))
+    if dry_run:
+        description = f"DRY RUN: simulated render, not for posting. {description}"
+        keywords = (*keywords, DRY_RUN_LABEL)
+    return AiLabel(digital_source_type, creator, description, tuple(dict.fromkeys(keywords)), dry_run)

@@ -1,5 +1,5 @@
-"""Optional C2PA Content Credentials: a signed manifest saying the image was created by a trained model
-(the same IPTC DigitalSourceType as the XMP label), embedded in the JPEG. Only when a signing
+"""Optional C2PA Content Credentials: a signed manifest saying the image (or reel) was created by a trained
+model (the same IPTC DigitalSourceType as the XMP label), embedded in the JPEG or MP4. Only when a signing
 certificate and key are configured; the XMP label is written either way."""
 
 from __future__ import annotations
@@ -25,8 +25,13 @@ class C2paSigning:
     timestamp_url: str | None = None  # an RFC 3161 time-stamp authority; none means no trusted time
 
 
-def sign_jpeg(jpeg: bytes, label: AiLabel, title: str, signing: C2paSigning) -> bytes:
-    """The JPEG with a signed C2PA manifest embedded (its XMP and pixels unchanged)."""
+# The formats signed: export JPEGs and generated_reels' MP4s (c2pa-python embeds the manifest in either).
+SignedMime = Literal["image/jpeg", "video/mp4"]
+
+
+def sign_media(data: bytes, mime_type: SignedMime, label: AiLabel, title: str, signing: C2paSigning) -> bytes:
+    """The file with a signed C2PA manifest embedded (a `c2pa.created` action with the label's source type);
+    its XMP and pixels are unchanged."""
     import c2pa  # imported only when signing is configured: it loads a large native library
 
     manifest = {
@@ -48,10 +53,15 @@ def sign_jpeg(jpeg: bytes, label: AiLabel, title: str, signing: C2paSigning) -> 
     signed = io.BytesIO()
     try:
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest) as builder:
-            builder.sign(signer, "image/jpeg", io.BytesIO(jpeg), signed)
+            builder.sign(signer, mime_type, io.BytesIO(data), signed)
     except c2pa.C2paError as error:
         raise ProvenanceError(
             f"C2PA signing of {title} failed ({type(error).__name__}); check that the certificate chain "
             f"(leaf first, PEM) matches the private key and the {signing.algorithm} algorithm"
         ) from None
     return signed.getvalue()
+
+
+def sign_jpeg(jpeg: bytes, label: AiLabel, title: str, signing: C2paSigning) -> bytes:
+    """sign_media for an export JPEG (render.py's call)."""
+    return sign_media(jpeg, "image/jpeg", label, title, signing)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,8 @@ _REDUCING_GAP = 2.0
 _MAX_UPSCALE = 1.1
 # Detected faces at least this fraction of the largest one's area are kept in frame with it.
 _COMPANION_FACE_AREA = 0.25
+# On simulated output, top left (the watermark defaults to bottom right), wide enough to read on a phone.
+DRY_RUN_BANNER = Watermark(text="DRY RUN - simulated", position="top-left", opacity=0.9, width=0.45)
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,18 @@ class ExportSettings:
     min_source_side: int = source_decode.MIN_SOURCE_SIDE
 
 
+# How a render serves a platform: rendered at its aspect, or cropped to it (only where the face fits, when
+# the batch has no render at that aspect), or, for a batch without per-platform renders, cropped as needed.
+Fit = Literal["native", "cropped", "any"]
+
+
 @dataclass(frozen=True)
 class SourceImage:
     name: str  # names the image in errors
     data: bytes
     label: AiLabel
     face_box: tuple[int, int, int, int] | None = None  # x, y, w, h in upright source pixels, if known
+    serves: tuple[tuple[str, Fit], ...] | None = None  # (platform, fit); None: every platform, "any"
 
 
 @dataclass(frozen=True)
@@ -56,17 +65,30 @@ class Rendered:
     plan: CropPlan  # in source pixels
     face_box: Box | None  # where the face landed in the output, in output pixels
     watermark_box: tuple[int, int, int, int] | None
+    fit: Fit = "any"
 
 
 def render_source(source: SourceImage, settings: ExportSettings) -> tuple[Rendered, ...]:
-    """Every platform's export of one image; ImageInputError naming it when it cannot be used."""
+    """The exports of one image for the platforms it serves; ImageInputError naming it when it cannot be
+    used. A "cropped" platform gets nothing when the crop would cut the face or push it under the UI."""
+    served = _served(source, settings.platforms)
+    if not served:
+        return ()
+    platforms = tuple(platform for platform, _ in served)
     source_size = source_decode.probe(source.data, source.name, settings.min_source_side)
-    working = source_decode.decode(source.data, source.name, _scale_needed(source_size, settings.platforms))
+    working = source_decode.decode(source.data, source.name, _scale_needed(source_size, platforms))
     faces = _faces(source, working)
     detail = None if faces else detail_map(working.image)
-    plans = [_plan(source_size, platform, faces, detail) for platform in settings.platforms]
+    plans = [_plan(source_size, platform, faces, detail) for platform in platforms]
+    kept = [
+        (plan, platform, fit)
+        for plan, (platform, fit) in zip(plans, served, strict=True)
+        if not (fit == "cropped" and plan.face_kept is False)
+    ]
+    if not kept:
+        return ()
     face = faces[0] if faces else None
-    zoomed = max(_scale_for(plan.box, platform) for plan, platform in zip(plans, settings.platforms, strict=True))
+    zoomed = max(_scale_for(plan.box, platform) for plan, platform, _ in kept)
     detailed = working
     if zoomed > working.scale * _MAX_UPSCALE and working.scale < 1.0:
         # A crop zoomed in to clear the UI zones needs more pixels than the first decode kept; only the
@@ -76,13 +98,20 @@ def render_source(source: SourceImage, settings: ExportSettings) -> tuple[Render
     # Platforms with the same size and UI zones (Stories and TikTok) get the same pixels: render once.
     done: dict[tuple, Rendered] = {}
     results = []
-    for plan, platform in zip(plans, settings.platforms, strict=True):
+    for plan, platform, fit in kept:
         shape = (platform.size, platform.ui_top, platform.ui_bottom)
         if shape not in done:
             image = detailed if _scale_for(plan.box, platform) > working.scale * _MAX_UPSCALE else working
             done[shape] = _render_one(image, platform, plan, face, settings, source, xmp)
-        results.append(replace(done[shape], platform=platform.name))
+        results.append(replace(done[shape], platform=platform.name, fit=fit))
     return tuple(results)
+
+
+def _served(source: SourceImage, platforms: tuple[Platform, ...]) -> list[tuple[Platform, Fit]]:
+    if source.serves is None:
+        return [(platform, "any") for platform in platforms]
+    fits = dict(source.serves)
+    return [(platform, fits[platform.name]) for platform in platforms if platform.name in fits]
 
 
 def _scale_needed(source_size: tuple[int, int], platforms: tuple[Platform, ...]) -> float:
@@ -134,6 +163,9 @@ def _render_one(
     watermark_box = None
     if settings.watermark is not None:
         watermark_box = stamp(image, settings.watermark, platform.ui_top, platform.ui_bottom)
+    if source.label.dry_run:
+        # The stand-in draws its own mark, but a crop can cut it off: every export says it again.
+        stamp(image, DRY_RUN_BANNER, platform.ui_top, platform.ui_bottom)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=settings.quality, progressive=True, optimize=True, xmp=xmp)
     jpeg = buffer.getvalue()

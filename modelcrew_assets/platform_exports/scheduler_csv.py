@@ -6,7 +6,18 @@ import csv
 import io
 from dataclasses import dataclass
 
-COLUMNS = ("file", "platform", "width", "height", "sha256", "prompt", "suggested_caption", "hashtags", "ai_generated")
+COLUMNS = (
+    "file",
+    "platform",
+    "width",
+    "height",
+    "sha256",
+    "prompt",
+    "suggested_caption",
+    "hashtags",
+    "ai_generated",
+    "dry_run",
+)
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,7 @@ class ManifestRow:
     prompt: str
     suggested_caption: str
     hashtags: tuple[str, ...]
+    dry_run: bool  # made by simulated providers: not for posting
 
 
 def manifest_csv(rows: list[ManifestRow]) -> bytes:
@@ -37,6 +49,7 @@ def manifest_csv(rows: list[ManifestRow]) -> bytes:
                 row.suggested_caption,
                 " ".join(row.hashtags),
                 "true",
+                "true" if row.dry_run else "false",
             ]
         )
     return buffer.getvalue().encode("utf-8")

@@ -17,11 +17,11 @@ from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformEx
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.object_store import Storage
 from modelcrew_assets.platform_exports.labels import TRAINED_ALGORITHMIC_MEDIA
-from modelcrew_assets.platform_exports.platforms import ExportConfigError, resolve_platforms
+from modelcrew_assets.platform_exports.platforms import ExportConfigError, Platform, resolve_platforms
 from modelcrew_assets.platform_exports.pool import export_many
 from modelcrew_assets.platform_exports.post_text import generated_label, hashtags, suggested_caption
 from modelcrew_assets.platform_exports.provenance import C2paSigning
-from modelcrew_assets.platform_exports.render import ExportSettings, Rendered, SourceImage
+from modelcrew_assets.platform_exports.render import ExportSettings, Fit, Rendered, SourceImage
 from modelcrew_assets.platform_exports.scheduler_csv import ManifestRow, manifest_csv
 from modelcrew_assets.platform_exports.source_decode import MIN_SOURCE_SIDE
 from modelcrew_assets.platform_exports.watermark import Watermark
@@ -92,6 +92,32 @@ def settings_fingerprint(settings: ExportSettings) -> str:
     return _digest({"render_version": RENDER_VERSION, "settings": described})
 
 
+Serves = tuple[tuple[str, Fit], ...] | None
+
+
+def platform_fits(batch: GeneratedBatch, platforms: tuple[Platform, ...]) -> dict[str, Serves]:
+    """Which render serves which platform: each render its own aspect's platforms ("native"); a platform
+    no render was made for takes every render whose crop keeps the face ("cropped"). Renders without a
+    recorded aspect (older or hand-made batches) serve every platform, cropped as needed."""
+    native = {p.name: [i.key for i in batch.images if i.aspect and _same_aspect(i.aspect, p)] for p in platforms}
+    fits: dict[str, Serves] = {}
+    for image in batch.images:
+        if not image.aspect:
+            fits[image.key] = None
+            continue
+        fits[image.key] = tuple(
+            (p.name, "native" if image.key in native[p.name] else "cropped")
+            for p in platforms
+            if image.key in native[p.name] or not native[p.name]
+        )
+    return fits
+
+
+def _same_aspect(aspect: str, platform: Platform) -> bool:
+    width, height = (int(part) for part in aspect.split(":"))
+    return abs(width / height - platform.aspect) < 0.01
+
+
 def batch_prefix(model: str, batch_id: str) -> str:
     return f"{asset_prefix(model, ASSET)}{batch_id}/"
 
@@ -102,7 +128,8 @@ def export_batch(
     prefix = batch_prefix(spec.name, batch.batch_id)
     fingerprint = settings_fingerprint(settings)
     done = {obj.key for obj in storage.list(prefix + "renders/")}
-    jobs = [_Job.of(image, spec, fingerprint, prefix) for image in batch.images]
+    serves = platform_fits(batch, settings.platforms)
+    jobs = [_Job.of(image, spec, fingerprint, prefix, batch.dry_run, serves[image.key]) for image in batch.images]
     records: dict[str, tuple[PlatformExport, ...]] = {}
     for job in jobs:
         if job.record_key in done:
@@ -141,11 +168,14 @@ class _Job:
     prefix: str
 
     @classmethod
-    def of(cls, image: GeneratedImage, spec: ModelSpec, fingerprint: str, prefix: str) -> _Job:
-        label = generated_label(spec, image.prompt, TRAINED_ALGORITHMIC_MEDIA)
-        render_id = _digest({"settings": fingerprint, "source": image.sha256, "label": dataclasses.asdict(label)})[:12]
+    def of(
+        cls, image: GeneratedImage, spec: ModelSpec, fingerprint: str, prefix: str, dry_run: bool, serves: Serves
+    ) -> _Job:
+        label = generated_label(spec, image.prompt, TRAINED_ALGORITHMIC_MEDIA, dry_run)
+        identity = {"settings": fingerprint, "source": image.sha256, "label": dataclasses.asdict(label)}
+        render_id = _digest({**identity, "serves": serves})[:12]
         stem = f"{PurePosixPath(image.key).stem}-{render_id}"
-        source = SourceImage(name=image.key, data=b"", label=label)
+        source = SourceImage(name=image.key, data=b"", label=label, serves=serves)
         return cls(image, source, stem, f"{prefix}renders/{stem}.json", prefix)
 
     def key_for(self, platform: str) -> str:
@@ -173,6 +203,7 @@ def _store(storage: Storage, job: _Job, rendered: tuple[Rendered, ...]) -> tuple
                 digital_source_type=job.source.label.digital_source_type,
                 crop=output.plan.strategy,
                 face_kept=output.plan.face_kept,
+                fit=output.fit,
             )
         )
     record = _RenderRecord(exports=tuple(exports))
@@ -202,6 +233,7 @@ def _write_manifests(
                 prompt=prompts[export.source_key],
                 suggested_caption=suggested_caption(prompts[export.source_key], spec),
                 hashtags=tags,
+                dry_run=batch.dry_run,
             )
             for export in exports
             if export.platform == platform.name

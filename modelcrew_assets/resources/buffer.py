@@ -20,6 +20,7 @@ from modelcrew_assets.object_store import Storage
 from modelcrew_assets.resources import buffer_graphql as gql
 from modelcrew_assets.resources.http_api import AmbiguousRequestError, ApiError, JsonApiClient, RetryPolicy
 from modelcrew_assets.scheduled_posts.posting import (
+    PUBLISH_PREFIX,
     AmbiguousPostError,
     Channel,
     PostingError,
@@ -33,7 +34,6 @@ from modelcrew_assets.settings import require_credential
 DEFAULT_API_URL = "https://api.buffer.com"
 API_KEY_ENV = "BUFFER_API_KEY"
 PUBLIC_MEDIA_ENV = "MODELCREW_PUBLIC_MEDIA_BASE_URL"
-PUBLISH_PREFIX = "publish/"
 _PAGE = 50
 
 
@@ -196,14 +196,17 @@ def _create_input(request: PostRequest) -> dict[str, Any]:
     if service == "instagram":
         metadata["instagram"] = {"type": request.instagram_type, "shouldShareToFeed": True, "isAiGenerated": True}
     elif service == "tiktok":
-        # isAiGenerated is documented for TikTok videos; the input type accepts it, so the disclosure is sent.
-        metadata["tiktok"] = {"title": request.title, "isAiGenerated": True}
+        # isAiGenerated is documented for TikTok videos; the input type accepts it on photos too, so the
+        # disclosure is sent on both. The title exists for photo posts only.
+        metadata["tiktok"] = (
+            {"isAiGenerated": True} if request.video else {"title": request.title, "isAiGenerated": True}
+        )
     payload: dict[str, Any] = {
         "channelId": request.channel.id,
         "text": request.text,
         "schedulingType": "automatic",
         "mode": "customScheduled" if request.due_at else "addToQueue",
-        "assets": [{"image": {"url": request.image_url}}],
+        "assets": [_asset(request)],
         "metadata": metadata,
     }
     if request.due_at:
@@ -213,6 +216,16 @@ def _create_input(request: PostRequest) -> dict[str, Any]:
     return payload
 
 
+def _asset(request: PostRequest) -> dict[str, Any]:
+    if not request.video:
+        return {"image": {"url": request.media_url}}
+    # VideoAssetInput: Buffer rejects thumbnailUrl on video; the cover is a frame chosen by its offset.
+    video: dict[str, Any] = {"url": request.media_url}
+    if request.thumbnail_offset_ms is not None:
+        video["metadata"] = {"thumbnailOffset": request.thumbnail_offset_ms}
+    return {"video": video}
+
+
 def _remote_post(node: dict[str, Any]) -> RemotePost:
     due = node.get("dueAt")
     sources = node.get("assets") or []
@@ -220,7 +233,7 @@ def _remote_post(node: dict[str, Any]) -> RemotePost:
         id=node["id"],
         status=str(node.get("status") or ""),
         due_at=datetime.fromisoformat(due.replace("Z", "+00:00")) if due else None,
-        image_urls=tuple(asset["source"] for asset in sources if isinstance(asset, dict) and asset.get("source")),
+        media_urls=tuple(asset["source"] for asset in sources if isinstance(asset, dict) and asset.get("source")),
     )
 
 

@@ -2,8 +2,9 @@
 
 Checked against developers.buffer.com (2026): guides/error-handling, guides/api-limits,
 guides/posts-and-scheduling, examples/create-image-post (the array form of `assets`),
-types/PostsFiltersInput, types/Asset, types/InstagramPostMetadataInput, types/TikTokPostMetadataInput,
-types/DeletePostSuccess. Variables carry every value: no user text is spliced into a query.
+examples/create-video-post and types/VideoAssetInput (`{video: {url, metadata: {thumbnailOffset}}}`),
+types/PostsFiltersInput, types/Asset, types/InstagramPostMetadataInput (type post | story | reel),
+types/TikTokPostMetadataInput, types/DeletePostSuccess. Variables carry every value: no user text is spliced into a query.
 """
 
 from __future__ import annotations

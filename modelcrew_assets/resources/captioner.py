@@ -18,12 +18,12 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-import dagster as dg
 from PIL import Image
 from pydantic import Field
 
 from modelcrew_assets.imaging import decode_image, encode_jpeg
 from modelcrew_assets.resources.http_api import ApiError, JsonApiClient, MalformedAnswerError, RetryPolicy
+from modelcrew_assets.resources.service import ServiceResource
 from modelcrew_assets.settings import require_credential
 
 COMPLETIONS_PATH = "/chat/completions"
@@ -34,13 +34,10 @@ TEMPERATURE = 0.2
 _UNSUPPORTED = re.compile(r"Unsupported (?:parameter|value): '(\w+)'")
 
 
-class CaptionServiceResource(dg.ConfigurableResource, abc.ABC):
+class CaptionServiceResource(ServiceResource):
     """Where the captions stage gets captions: a vision model when `enabled` (through `session()`), else
     every image without a hand caption gets a template caption. Subclasses: CaptionerResource (live),
     SimulatedCaptionerResource (dry run)."""
-
-    # The label on what it makes (dry_run in the captions index and metadata).
-    simulated: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

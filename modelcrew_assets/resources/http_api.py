@@ -69,6 +69,14 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
+def _secrets_in(headers: Mapping[str, str]) -> list[str]:
+    """What an error snippet must never show: every header value, and the bare credential after a scheme
+    ("Bearer <key>", "Key <key>"), which a service may echo on its own; longest first."""
+    found = {value for value in headers.values() if value}
+    found |= {value.split()[-1] for value in found if len(value.split()) == 2 and len(value.split()[-1]) >= 8}
+    return sorted(found, key=len, reverse=True)
+
+
 class JsonApiClient:
     """Async client for one service. Use as `async with JsonApiClient(...) as api: await api.call(...)`."""
 
@@ -86,7 +94,7 @@ class JsonApiClient:
     ):
         self.service = service
         self.policy = policy
-        self._secrets = [value for value in headers.values() if value]
+        self._secrets = _secrets_in(headers)
         self._limit = asyncio.Semaphore(max_concurrency)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),

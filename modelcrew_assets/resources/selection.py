@@ -11,24 +11,42 @@ import os
 
 import dagster as dg
 
+from modelcrew_assets.generated_reels.providers import VideoServiceResource
+from modelcrew_assets.generated_reels.simulated import SimulatedVideoResource
+from modelcrew_assets.post_metrics.provider import MetricsServiceResource
+from modelcrew_assets.post_metrics.simulated import SimulatedMetricsResource
 from modelcrew_assets.resources.alert_webhook import AlertWebhookResource
 from modelcrew_assets.resources.buffer import API_KEY_ENV as BUFFER_API_KEY_ENV
 from modelcrew_assets.resources.buffer import DEFAULT_API_URL as BUFFER_API_URL
 from modelcrew_assets.resources.buffer import PUBLIC_MEDIA_ENV, BufferResource
+from modelcrew_assets.resources.buffer_metrics import BufferMetricsResource
 from modelcrew_assets.resources.c2pa_signing import CERT_ENV, KEY_ENV, TIMESTAMP_URL_ENV, C2paSigningResource
 from modelcrew_assets.resources.captioner import CaptionerResource, CaptionServiceResource, SimulatedCaptionerResource
+from modelcrew_assets.resources.fal_video import API_KEY_ENV as FAL_KEY_ENV
+from modelcrew_assets.resources.fal_video import DEFAULT_QUEUE_URL as FAL_QUEUE_URL
+from modelcrew_assets.resources.fal_video import FalVideoResource
 from modelcrew_assets.resources.gpu import (
     GpuExecutorResource,
     LocalGpuResource,
     RunPodPodsResource,
     SimulatedGpuResource,
 )
+from modelcrew_assets.resources.instagram_insights import DEFAULT_GRAPH_URL as INSTAGRAM_GRAPH_URL
 from modelcrew_assets.resources.maxstudio import DEFAULT_BASE_URL as MAXSTUDIO_BASE_URL
 from modelcrew_assets.resources.maxstudio import MaxStudioResource
+from modelcrew_assets.resources.runway import API_SECRET_ENV as RUNWAY_SECRET_ENV
+from modelcrew_assets.resources.runway import DEFAULT_BASE_URL as RUNWAY_BASE_URL
+from modelcrew_assets.resources.runway import RunwayResource
 from modelcrew_assets.resources.storage import DEFAULT_STORAGE_URL, StorageResource
 from modelcrew_assets.scheduled_posts.posting import PostingServiceResource
 from modelcrew_assets.scheduled_posts.simulated import SimulatedPostingResource
-from modelcrew_assets.settings import GPU_EXECUTOR_ENV, STORAGE_URL_ENV, dry_run_from_env, env_if_set
+from modelcrew_assets.settings import (
+    GPU_EXECUTOR_ENV,
+    STORAGE_URL_ENV,
+    VIDEO_PROVIDER_ENV,
+    dry_run_from_env,
+    env_if_set,
+)
 from modelcrew_assets.swapped_faces.providers import SwapServiceResource
 from modelcrew_assets.swapped_faces.simulated import SimulatedSwapResource
 
@@ -53,6 +71,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "captioner": SimulatedCaptionerResource() if simulated else _captioner(),
         "gpu": _gpu_executor(simulated),
         "posting": _posting(simulated),
+        "metrics": SimulatedMetricsResource() if simulated else _metrics(),
+        "video": _video(simulated),
     }
 
 
@@ -85,6 +105,15 @@ def _captioner() -> CaptionServiceResource:
     )
 
 
+def _metrics() -> MetricsServiceResource:
+    """Live: Buffer's post metrics with the posting key, plus Instagram insights where a model has a token."""
+    return BufferMetricsResource(
+        api_key=env_if_set(BUFFER_API_KEY_ENV),
+        api_url=env_if_set("BUFFER_API_URL") or BUFFER_API_URL,
+        instagram_graph_url=env_if_set("INSTAGRAM_GRAPH_URL") or INSTAGRAM_GRAPH_URL,
+    )
+
+
 def _posting(simulated: bool) -> PostingServiceResource:
     """Simulated: posts recorded in storage. Live: Buffer, with exports served from the public media base URL."""
     if simulated:
@@ -93,4 +122,15 @@ def _posting(simulated: bool) -> PostingServiceResource:
         api_key=env_if_set(BUFFER_API_KEY_ENV),
         api_url=env_if_set("BUFFER_API_URL") or BUFFER_API_URL,
         public_media_base_url=env_if_set(PUBLIC_MEDIA_ENV),
+    )
+
+
+def _video(simulated: bool) -> VideoServiceResource:
+    """Simulated: slow zooms made locally. Live: Runway, or fal's queue with MODELCREW_VIDEO_PROVIDER=fal."""
+    if simulated:
+        return SimulatedVideoResource()
+    if os.environ.get(VIDEO_PROVIDER_ENV, "").strip().lower() == "fal":
+        return FalVideoResource(api_key=env_if_set(FAL_KEY_ENV), queue_url=env_if_set("FAL_QUEUE_URL") or FAL_QUEUE_URL)
+    return RunwayResource(
+        api_secret=env_if_set(RUNWAY_SECRET_ENV), base_url=env_if_set("RUNWAYML_BASE_URL") or RUNWAY_BASE_URL
     )

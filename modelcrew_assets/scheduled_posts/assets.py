@@ -1,4 +1,4 @@
-"""The scheduled_posts asset: approved exports become Buffer drafts / scheduled / queued posts."""
+"""The scheduled_posts asset: approved exports and reels become Buffer drafts / scheduled / queued posts."""
 
 import asyncio
 from collections import Counter
@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from modelcrew_assets.generated_reels.index import GeneratedReels
 from modelcrew_assets.handoffs import (
     GeneratedBatch,
     PlatformExports,
@@ -33,6 +34,7 @@ from modelcrew_assets.scheduled_posts.ics import calendar_ics
 from modelcrew_assets.scheduled_posts.index import ScheduledPosts
 from modelcrew_assets.scheduled_posts.ledger import PostEntry, read_ledger
 from modelcrew_assets.scheduled_posts.posting import PostingServiceResource
+from modelcrew_assets.scheduled_posts.reels import read_reels
 from modelcrew_assets.scheduled_posts.report import upcoming, upcoming_table
 from modelcrew_assets.scheduled_posts.text_csv import TextRow, edited_captions, texts_csv, written_key
 from modelcrew_assets.storage_keys import asset_prefix
@@ -42,8 +44,8 @@ ASSET = ScheduledPosts.ASSET
 
 @dg.asset(
     name=ASSET,
-    # The backlog orders exports by their batch's age, read from the batch's index.
-    deps=[PlatformExports.ASSET, GeneratedBatch.ASSET],
+    # The backlog orders exports by their batch's age, read from the batch's index; reels are posted too.
+    deps=[PlatformExports.ASSET, GeneratedBatch.ASSET, GeneratedReels.ASSET],
     partitions_def=models_partitions,
     group_name="posting",
     kinds={"buffer", "ics"},
@@ -56,12 +58,12 @@ ASSET = ScheduledPosts.ASSET
 def scheduled_posts(
     context: dg.AssetExecutionContext, storage: StorageResource, posting: PostingServiceResource
 ) -> dg.MaterializeResult:
-    """The model's exports on its Buffer calendar: drafts, scheduled or queued posts, never posted twice."""
+    """The model's exports and reels on its Buffer calendar: drafts, scheduled or queued posts, never twice."""
     model = context.partition_key
     spec = read_model_spec(storage, model)
     exports = read_index(storage, model, PlatformExports)
     previous = _previous_index(storage, model)
-    index = merged_backlog(storage, previous, exports)
+    index = merged_backlog(storage, previous, exports, read_reels(storage, model), spec.reels.platforms)
     config = spec.posting
     now = datetime.now(UTC)
     if not config.channels:

@@ -1,14 +1,17 @@
-"""The approved set: every export platform_exports has handed over, kept across batches, minus what a
-person withdrew (uploads/<model>/posting/withdrawn.txt: one export file name, export key or export id a line)."""
+"""The approved set: every export platform_exports has handed over (and every reel, scheduled_posts/reels.py),
+kept across batches, minus what a person withdrew (uploads/<model>/posting/withdrawn.txt: one export file
+name, export key or export id a line; a still's export id withdraws its reels too)."""
 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from modelcrew_assets.generated_reels.index import GeneratedReels
 from modelcrew_assets.handoffs import GeneratedBatch, MissingUpstreamError, PlatformExports, read_index
 from modelcrew_assets.object_store import Storage
 from modelcrew_assets.scheduled_posts.calendar import Candidate
 from modelcrew_assets.scheduled_posts.index import BacklogItem, ScheduledPosts
+from modelcrew_assets.scheduled_posts.reels import reel_items
 from modelcrew_assets.storage_keys import upload_prefix
 
 
@@ -20,8 +23,15 @@ def export_id(batch_id: str, source_key: str) -> str:
     return f"{batch_id}-{PurePosixPath(source_key).stem}"
 
 
-def merged_backlog(storage: Storage, previous: ScheduledPosts, exports: PlatformExports) -> ScheduledPosts:
-    """The previous backlog plus the current exports; a re-rendered image replaces its older render."""
+def merged_backlog(
+    storage: Storage,
+    previous: ScheduledPosts,
+    exports: PlatformExports,
+    reels: GeneratedReels | None,
+    reel_platforms: tuple[str, ...],
+) -> ScheduledPosts:
+    """The previous backlog plus the current exports and reels; a re-rendered image (or re-finished reel)
+    replaces its older file."""
     prompts, order = _batch_details(storage, exports)
     items = {(item.export_id, item.platform): item for item in previous.backlog}
     for export in exports.exports:
@@ -35,10 +45,11 @@ def merged_backlog(storage: Storage, previous: ScheduledPosts, exports: Platform
             image_index=order.get(export.source_key, 0),
             prompt=prompts.get(export.source_key, ""),
         )
-    batches = previous.batches if exports.batch_id in previous.batches else (*previous.batches, exports.batch_id)
-    return previous.model_copy(
-        update={"batches": batches, "backlog": tuple(items.values()), "dry_run": previous.dry_run or exports.dry_run}
-    )
+    videos = reel_items(reels, reel_platforms) if reels else []
+    items |= {(item.export_id, item.platform): item for item in videos}
+    batches = tuple(dict.fromkeys((*previous.batches, exports.batch_id, *(item.batch_id for item in videos))))
+    dry_run = previous.dry_run or exports.dry_run or bool(reels and reels.dry_run)
+    return previous.model_copy(update={"batches": batches, "backlog": tuple(items.values()), "dry_run": dry_run})
 
 
 def candidates(index: ScheduledPosts, platforms: set[str], captions: dict[tuple[str, str], str]) -> list[Candidate]:
@@ -54,6 +65,10 @@ def candidates(index: ScheduledPosts, platforms: set[str], captions: dict[tuple[
             image_index=item.image_index,
             prompt=item.prompt,
             caption=captions.get((item.export_id, item.platform)),
+            identity=item.identity,
+            media=item.media,
+            poster_key=item.poster_key,
+            thumbnail_offset_ms=item.thumbnail_offset_ms,
         )
         for item in index.backlog
         if item.platform in platforms

@@ -1,9 +1,10 @@
-"""The posting calendar, pure: which export goes out in which slot.
+"""The posting calendar, pure: which export (or reel) goes out in which slot.
 
 Slots are the [posting] local times of each day in the model's timezone, from the start date (or today) on.
 Each run fills the next free slots: never two posts of one model in one slot of a platform, never more
 than `max_per_day` per platform and local day; candidates go oldest batch first, best identity score first
-within a batch (exports without a score after scored ones, then in image order)."""
+within a batch (exports without a score, today every image, after scored ones such as reels, then in image
+order)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 HORIZON_DAYS = 366
@@ -29,6 +31,9 @@ class Candidate:
     prompt: str = ""
     caption: str | None = None  # a caption a person wrote (post_texts.csv); None: from the prompt
     identity: float | None = None
+    media: Literal["image", "video"] = "image"
+    poster_key: str = ""  # video only
+    thumbnail_offset_ms: int | None = None  # video only
 
 
 @dataclass(frozen=True)

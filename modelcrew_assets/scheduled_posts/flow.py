@@ -13,10 +13,12 @@ from zoneinfo import ZoneInfo
 
 from modelcrew_assets.manifest import ModelSpec, PostingSection
 from modelcrew_assets.object_store import Storage
+from modelcrew_assets.scheduled_posts.backlog import export_id
 from modelcrew_assets.scheduled_posts.calendar import CalendarRules, Candidate, Taken, ordered, plan
 from modelcrew_assets.scheduled_posts.index import CachedChannel, ScheduledPosts
 from modelcrew_assets.scheduled_posts.ledger import LIVE_STATES, PostEntry, read_ledger, write_entry
 from modelcrew_assets.scheduled_posts.posting import (
+    PUBLISH_PREFIX,
     AmbiguousPostError,
     Channel,
     PostingError,
@@ -29,6 +31,7 @@ from modelcrew_assets.scheduled_posts.posting import (
 from modelcrew_assets.scheduled_posts.text import post_text
 
 RECONCILE_WINDOW = timedelta(minutes=2)
+_CONTENT_TYPES = {"image": "image/jpeg", "video": "video/mp4"}
 # Rejections that every further post would get too: the run stops at the first one.
 SETUP_PROBLEMS = ("system", "unauthorized", "not_found")
 QUEUE_RECONCILE_SPAN = timedelta(days=400)  # a queued post's dueAt is whatever Buffer's queue gave it
@@ -140,7 +143,7 @@ async def _channels(
 
 def _new_entry(run: _Run, candidate: Candidate, due_at: datetime | None, previous: PostEntry | None) -> PostEntry:
     channel = run.channels[candidate.platform]
-    publish_key = f"publish/{run.spec.name}/{candidate.platform}/{candidate.export_key.rsplit('/', 1)[-1]}"
+    publish_key = f"{PUBLISH_PREFIX}{run.spec.name}/{candidate.platform}/{candidate.export_key.rsplit('/', 1)[-1]}"
     text = post_text(candidate.prompt, run.spec, channel.service, candidate.caption)
     return PostEntry(
         export_id=candidate.export_id,
@@ -159,6 +162,9 @@ def _new_entry(run: _Run, candidate: Candidate, due_at: datetime | None, previou
         attempts=previous.attempts if previous else 0,
         dry_run=run.posting.simulated,
         updated_at=run.now,
+        media=candidate.media,
+        poster_key=candidate.poster_key,
+        thumbnail_offset_ms=candidate.thumbnail_offset_ms,
     )
 
 
@@ -166,16 +172,19 @@ async def _send(run: _Run, entry: PostEntry) -> PostEntry:
     """Publish the media, write the ledger entry, then createPost; an unsure answer is reconciled at once."""
     model = run.spec.name
     if not run.storage.exists(entry.publish_key):
-        run.storage.put_bytes(entry.publish_key, run.storage.get_bytes(entry.export_key), "image/jpeg")
+        run.storage.put_bytes(entry.publish_key, run.storage.get_bytes(entry.export_key), _CONTENT_TYPES[entry.media])
     entry = write_entry(run.storage, model, entry.model_copy(update={"attempts": entry.attempts + 1}))
+    video = entry.media == "video"
     request = PostRequest(
         channel=run.channels[entry.platform],
         text=entry.text,
-        image_url=entry.asset_url,
+        media_url=entry.asset_url,
         due_at=entry.due_at,
         draft=entry.mode == "draft",
         title=entry.title,
-        instagram_type=_INSTAGRAM_TYPES.get(entry.platform, "post"),
+        instagram_type=_INSTAGRAM_TYPES.get(entry.platform, "reel" if video else "post"),  # a story stays one
+        video=video,
+        thumbnail_offset_ms=entry.thumbnail_offset_ms,
     )
     try:
         post = await run.session.create_post(request)
@@ -226,7 +235,7 @@ async def _find(run: _Run, entry: PostEntry) -> RemotePost | None:
         start, end = entry.updated_at - RECONCILE_WINDOW, entry.updated_at + QUEUE_RECONCILE_SPAN
     name = entry.file_name
     for post in await run.session.find_posts(channel, start, end):
-        if any(url == entry.asset_url or url.rsplit("/", 1)[-1].split("?", 1)[0] == name for url in post.image_urls):
+        if any(url == entry.asset_url or url.rsplit("/", 1)[-1].split("?", 1)[0] == name for url in post.media_urls):
             return post
     return None
 
@@ -249,8 +258,15 @@ async def _withdraw(run: _Run, entry: PostEntry) -> PostEntry:
 
 
 def _is_withdrawn(entry: PostEntry, withdrawn: set[str]) -> bool:
-    return bool({entry.export_key, entry.file_name, entry.export_id} & withdrawn)
+    return bool(_withdrawal_names(entry.export_key, entry.export_id, entry.batch_id, entry.source_key) & withdrawn)
 
 
 def _candidate_withdrawn(candidate: Candidate, withdrawn: set[str]) -> bool:
-    return bool({candidate.export_key, candidate.export_key.rsplit("/", 1)[-1], candidate.export_id} & withdrawn)
+    names = _withdrawal_names(candidate.export_key, candidate.export_id, candidate.batch_id, candidate.source_key)
+    return bool(names & withdrawn)
+
+
+def _withdrawal_names(export_key: str, identity: str, batch_id: str, source_key: str) -> set[str]:
+    """What withdraws a post: its file's key or name, its export id, or its source image's export id (for an
+    image that is its own; a reel goes with the still it was made from)."""
+    return {export_key, export_key.rsplit("/", 1)[-1], identity, export_id(batch_id, source_key)}

@@ -1,5 +1,6 @@
-"""What scheduled_posts keeps between runs: the approved exports seen so far (so older batches still get
-their turn after platform_exports moves on) and the channels Buffer resolved (asked once, then cached)."""
+"""What scheduled_posts keeps between runs: the approved exports and reels seen so far (so older batches
+still get their turn after platform_exports moves on) and the channels Buffer resolved (asked once, then
+cached)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from modelcrew_assets import asset_names
 from modelcrew_assets.handoffs import StageIndex
+from modelcrew_assets.scheduled_posts.ledger import Media
 
 
 class BacklogItem(BaseModel):
@@ -21,6 +23,10 @@ class BacklogItem(BaseModel):
     batch_id: str
     image_index: int
     prompt: str = ""
+    media: Media = "image"
+    poster_key: str = ""
+    thumbnail_offset_ms: int | None = None
+    identity: float | None = None  # reels carry their still's identity score; exports have none yet
 
 
 class CachedChannel(BaseModel):

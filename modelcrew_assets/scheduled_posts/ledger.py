@@ -1,4 +1,4 @@
-"""The post ledger: one JSON record per (export, platform) at models/<m>/scheduled_posts/ledger/, written
+"""The post ledger: one JSON record per (export or reel, platform) at models/<m>/scheduled_posts/ledger/, written
 *before* createPost is sent, so a retried or restarted run knows a post may exist and reconciles it
 (lists the channel's posts around its dueAt and matches the asset URL) before anything is sent again."""
 
@@ -17,6 +17,7 @@ from modelcrew_assets.storage_keys import asset_prefix
 # rejected: the service refused it (nothing exists; planned again next run); deleted: withdrawn.
 PostState = Literal["sending", "created", "rejected", "deleted"]
 LIVE_STATES = ("sending", "created")
+Media = Literal["image", "video"]  # an export JPEG, or a generated_reels MP4
 
 
 class PostEntry(BaseModel):
@@ -41,6 +42,9 @@ class PostEntry(BaseModel):
     attempts: int = 0
     dry_run: bool = False
     updated_at: datetime
+    media: Media = "image"
+    poster_key: str = ""  # video only: its poster JPEG (the UI's thumbnail)
+    thumbnail_offset_ms: int | None = None  # video only: the frame the platform shows as its cover
 
     @property
     def file_name(self) -> str:

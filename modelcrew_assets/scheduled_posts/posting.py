@@ -12,14 +12,14 @@ import abc
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Literal, Protocol
-
-import dagster as dg
+from typing import Literal, Protocol
 
 from modelcrew_assets.manifest import PostingChannel
 from modelcrew_assets.object_store import Storage
+from modelcrew_assets.resources.service import ServiceResource
 
 BufferMode = Literal["addToQueue", "customScheduled"]
+PUBLISH_PREFIX = "publish/"  # the storage prefix a live service fetches media from, at a public URL
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,13 @@ class Channel:
 class PostRequest:
     channel: Channel
     text: str
-    image_url: str  # a stable public URL: the service fetches it when the post goes out
+    media_url: str  # a stable public URL of the image or video: the service fetches it when the post goes out
     due_at: datetime | None  # UTC; None: the service's own queue picks the time
     draft: bool
     title: str = ""  # TikTok photo posts' title
-    instagram_type: Literal["post", "story"] = "post"
+    instagram_type: Literal["post", "story", "reel"] = "post"
+    video: bool = False  # an MP4 (a reel on Instagram, a video on TikTok), not an image
+    thumbnail_offset_ms: int | None = None  # video only: the frame shown as its cover
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class RemotePost:
     id: str
     status: str  # the service's own word: draft, scheduled, sent, error ...
     due_at: datetime | None
-    image_urls: tuple[str, ...] = ()
+    media_urls: tuple[str, ...] = ()
 
 
 class PostingError(RuntimeError):
@@ -77,11 +79,8 @@ class PostingSession(Protocol):
     async def delete_post(self, post_id: str) -> None: ...
 
 
-class PostingServiceResource(dg.ConfigurableResource, abc.ABC):
+class PostingServiceResource(ServiceResource):
     """Where scheduled_posts sends posts. Subclasses: BufferResource (live), SimulatedPostingResource."""
-
-    # The label on what it makes (dry_run in the ledger, index and metadata).
-    simulated: ClassVar[bool] = False
 
     @abc.abstractmethod
     def public_url(self, publish_key: str) -> str:

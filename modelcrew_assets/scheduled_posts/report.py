@@ -1,4 +1,5 @@
-"""What a person sees in the UI: the upcoming posts as a table with thumbnails, dates, platform and state."""
+"""What a person sees in the UI: the upcoming posts as a table with thumbnails (a reel's poster frame),
+dates, platform and state."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def upcoming_table(storage: Storage, entries: list[PostEntry], timezone: str) ->
     for entry in entries[:_SHOWN]:
         when = entry.due_at.astimezone(tz).strftime("%Y-%m-%d %H:%M") if entry.due_at else "queue"
         state = f"{entry.state} ({entry.remote_status})" if entry.remote_status else entry.state
+        platform = f"{entry.platform} (video)" if entry.media == "video" else entry.platform
         rows.append(
-            f"| {_thumbnail(storage, entry)} | {when} | {entry.platform} | {entry.mode} | {state} | {entry.post_id or '-'} |"
+            f"| {_thumbnail(storage, entry)} | {when} | {platform} | {entry.mode} | {state} | {entry.post_id or '-'} |"
         )
     if len(entries) > _SHOWN:
         rows.append(f"| | … {len(entries) - _SHOWN} more in calendar.ics | | | | |")
@@ -42,7 +44,7 @@ def upcoming_table(storage: Storage, entries: list[PostEntry], timezone: str) ->
 
 def _thumbnail(storage: Storage, entry: PostEntry) -> str:
     try:
-        image = Image.open(io.BytesIO(storage.get_bytes(entry.export_key)))
+        image = Image.open(io.BytesIO(storage.get_bytes(entry.poster_key or entry.export_key)))
     except (KeyError, OSError):
         return "(missing)"
     return markdown_image(image, entry.file_name, max_side=_THUMB, quality=70)

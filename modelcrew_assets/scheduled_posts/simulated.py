@@ -15,7 +15,13 @@ from pydantic import Field
 
 from modelcrew_assets.manifest import PostingChannel
 from modelcrew_assets.object_store import Storage
-from modelcrew_assets.scheduled_posts.posting import Channel, PostingServiceResource, PostRequest, RemotePost
+from modelcrew_assets.scheduled_posts.posting import (
+    PUBLISH_PREFIX,
+    Channel,
+    PostingServiceResource,
+    PostRequest,
+    RemotePost,
+)
 from modelcrew_assets.storage_keys import asset_prefix
 
 # A reserved top-level domain (RFC 2606): nothing is ever fetched from it.
@@ -30,7 +36,7 @@ class SimulatedPostingResource(PostingServiceResource):
 
     def public_url(self, publish_key: str) -> str:
         base = (self.public_media_base_url or SIMULATED_MEDIA_BASE_URL).rstrip("/")
-        return f"{base}/{publish_key.removeprefix('publish/')}"
+        return f"{base}/{publish_key.removeprefix(PUBLISH_PREFIX)}"
 
     @asynccontextmanager
     async def session(self, storage: Storage, model: str) -> AsyncIterator[SimulatedSession]:
@@ -54,7 +60,7 @@ class SimulatedSession:
         return set()
 
     async def create_post(self, request: PostRequest) -> RemotePost:
-        identity = f"{request.channel.id}|{request.image_url}|{request.due_at}"
+        identity = f"{request.channel.id}|{request.media_url}|{request.due_at}"
         post_id = "sim-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
         record = {
             "id": post_id,
@@ -64,7 +70,8 @@ class SimulatedSession:
             "status": "draft" if request.draft else "scheduled",
             "due_at": request.due_at.isoformat() if request.due_at else None,
             "text": request.text,
-            "image_url": request.image_url,
+            "media_url": request.media_url,
+            "video": request.video,
             "title": request.title,
         }
         self._storage.put_bytes(
@@ -89,4 +96,4 @@ class SimulatedSession:
 
 def _remote(record: dict) -> RemotePost:
     due = datetime.fromisoformat(record["due_at"]) if record["due_at"] else None
-    return RemotePost(record["id"], record["status"], due, (record["image_url"],))
+    return RemotePost(record["id"], record["status"], due, (record["media_url"],))

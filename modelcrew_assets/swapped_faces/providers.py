@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import ClassVar, Protocol
 
-import dagster as dg
 from pydantic import Field
 
 from modelcrew_assets.face_detection import FaceBox
+from modelcrew_assets.resources.service import ServiceResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.swapped_faces.inputs import ProviderName, SwapInput
 
@@ -50,14 +50,12 @@ class SwapProvider(Protocol):
     async def finish_enhance(self, job_id: str, image: bytes) -> bytes: ...
 
 
-class SwapServiceResource(dg.ConfigurableResource, abc.ABC):
+class SwapServiceResource(ServiceResource):
     """The face-swap service the swapped_faces asset asks. Subclasses: MaxStudioResource (live),
     SimulatedSwapResource (dry run)."""
 
     # Part of every cache key, so results of different providers never stand in for each other.
     provider_name: ClassVar[ProviderName]
-    # The label on what it makes (dry_run in the index, sidecars and metadata); a simulated job is free.
-    simulated: ClassVar[bool] = False
 
     max_concurrency: int = Field(default=4, ge=1, le=64, description="simultaneous requests and running jobs")
     price_per_job: float = Field(default=0.0, ge=0, description="USD per created job, for the cost estimate")

@@ -9,8 +9,10 @@ import dagster as dg
 
 from modelcrew_assets.handoffs import SwappedFace
 from modelcrew_assets.imaging import contact_sheet, decode_image, markdown_image
+from modelcrew_assets.previews import stored_preview
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.storage_keys import asset_prefix
+from modelcrew_assets.swapped_faces.curation import Curation, PhotoMeasures
 from modelcrew_assets.swapped_faces.inputs import ASSET
 from modelcrew_assets.swapped_faces.results import TargetOutcome
 
@@ -69,7 +71,7 @@ class SwapReport:
             "success_rate": round(self.succeeded / self.attempted, 3) if self.attempted else 0.0,
             "jobs_created": self.jobs_created,
             "price_per_job_usd": self.price_per_job,
-            "estimated_cost_usd": round(self.jobs_created * self.price_per_job, 4),
+            "cost_usd": round(self.jobs_created * self.price_per_job, 4),
             "provider_job_ids": dg.MetadataValue.json(
                 {o.target_key: list(o.job_ids) for o in self.outcomes[:_LISTED] if o.job_ids}
             ),
@@ -82,7 +84,7 @@ class SwapReport:
         if problems:
             metadata["problems"] = dg.MetadataValue.md("\n".join(problems[:_LISTED]))
         if self.images:
-            metadata["preview"] = dg.MetadataValue.md(_preview(storage, self.images))
+            metadata.update(_preview(storage, self.model, self.images))
         return metadata
 
 
@@ -101,9 +103,32 @@ def describe_failure(report: SwapReport, min_success: float) -> str:
     )
 
 
-def _preview(storage: StorageResource, images: tuple[SwappedFace, ...]) -> str:
+def _preview(storage: StorageResource, model: str, images: tuple[SwappedFace, ...]) -> dict[str, dg.MetadataValue]:
     shown = images[:_PREVIEW_IMAGES]
     pictures = [decode_image(storage.get_bytes(item.key), item.key) for item in shown]
     sheet = contact_sheet(pictures, labels=[item.target_key.rsplit("/", 1)[-1][:24] for item in shown])
     more = f"\n\n(first {len(shown)} of {len(images)})" if len(images) > len(shown) else ""
-    return markdown_image(sheet, "swapped faces") + more
+    key = asset_prefix(model, ASSET) + "preview.jpg"
+    return stored_preview(storage, "preview", key, sheet, "swapped faces", caption=more)
+
+
+def curation_metadata(curation: Curation, measures: dict[str, PhotoMeasures]) -> dict[str, object]:
+    """The verdicts a person checks: counts per reason and a table of thumbnails, excluded photos first."""
+    reasons = Counter(reason for verdict in curation.excluded for reason in verdict.reasons[:1])
+    rows = ["| photo | target | verdict | why |", "| --- | --- | --- | --- |"]
+    for verdict in [*curation.excluded, *curation.usable][:_LISTED]:
+        found = measures.get(verdict.image_key or "")
+        thumb = markdown_image(found.thumbnail, "photo", 96, 70) if found else "(no photo)"
+        state = "ok" if verdict.usable else "excluded"
+        if verdict.forced:
+            state += f" (forced {verdict.forced})"
+        rows.append(f"| {thumb} | {verdict.target_key.rsplit('/', 1)[-1]} | {state} | {verdict.detail or '-'} |")
+    metadata: dict[str, object] = {
+        "usable_photos": len(curation.usable),
+        "excluded_photos": len(curation.excluded),
+        "excluded_by_reason": dg.MetadataValue.json(dict(reasons)),
+        "verdicts": dg.MetadataValue.md("\n".join(rows)),
+    }
+    if curation.unmatched_forced:
+        metadata["unmatched_force_names"] = ", ".join(curation.unmatched_forced)
+    return metadata

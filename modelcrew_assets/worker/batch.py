@@ -134,7 +134,7 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
                 f"({checkpoint['sha256'][:12]}...); materialize lora_checkpoints and checkpoint_evaluations again"
             )
         faces = _faces(store, extras["face_keys"], scratch) if generator == STAND_IN else []
-        renderer = open_renderer(generator, extras.get("base_model"), faces, [])
+        renderer = open_renderer(generator, store, extras.get("base_model"), faces, [])
         renderer.load_lora(lora)
         log(f"{renderer.name} ready ({renderer.base_model}) in {time.monotonic() - started:.1f} s; {len(jobs)} images")
         provenance = {

@@ -92,6 +92,7 @@ def _generate(pipes: PipesContext, extras: Mapping[str, Any], log, counts: dict[
         began = time.monotonic()
         renderer = open_renderer(
             extras.get("generator", "diffusers"),
+            store,
             extras.get("base_model"),
             [i for _, i in faces],
             [i for _, i in training],

@@ -28,6 +28,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".
 TRAIN_STATE = "train_state.json"
 
 
+# What each optimizer needs on kohya's --optimizer_args to train a LoRA as the studio means it: Prodigy as its
+# authors recommend for LoRA; Adafactor with the given learning rate instead of its own relative step (kohya
+# ignores the rate otherwise).
+OPTIMIZER_ARGS: dict[str, tuple[str, ...]] = {
+    "Prodigy": ("decouple=True", "weight_decay=0.01", "use_bias_correction=True", "safeguard_warmup=True"),
+    "Adafactor": ("scale_parameter=False", "relative_step=False", "warmup_init=False"),
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The studio's SDXL LoRA recipe (DESIGN.md); a model's [training] section overrides the numbers."""
@@ -43,6 +52,15 @@ class Recipe:
     mixed_precision: str = "bf16"
     seed: int = 42
     save_state: bool = False
+    base_model: str | None = None  # a path on the GPU machine or a storage key; None: the image's SDXL base
+    unet_lr: float | None = None
+    text_encoder_lr: float | None = None
+    network_train_unet_only: bool = False
+    noise_offset: float | None = None
+    min_snr_gamma: float | None = None
+    caption_dropout_rate: float = 0.0
+    shuffle_caption: bool = False
+    keep_tokens: int = 1
 
     @property
     def save_steps(self) -> tuple[int, ...]:
@@ -102,7 +120,7 @@ def training_flags(recipe: Recipe, paths: TrainPaths) -> list[str]:
         "--learning_rate", _number(recipe.learning_rate),
         "--optimizer_type", recipe.optimizer_type,
         "--mixed_precision", recipe.mixed_precision,
-        "--save_precision", recipe.mixed_precision,
+        "--save_precision", "float" if recipe.mixed_precision == "no" else recipe.mixed_precision,
         "--gradient_checkpointing",
         "--cache_latents",
         "--resolution", f"{recipe.resolution},{recipe.resolution}",
@@ -120,11 +138,30 @@ def training_flags(recipe: Recipe, paths: TrainPaths) -> list[str]:
         "--seed", str(recipe.seed),
         "--sdpa",
     ]  # fmt: skip
+    flags += _tuning_flags(recipe)
     if recipe.save_state:
         flags.append("--save_state")
     if paths.resume_state is not None:
         # Without --skip_until_initial_step kohya restarts global_step at 0 and names checkpoints anew.
         flags += ["--resume", str(paths.resume_state), "--skip_until_initial_step"]
+    return flags
+
+
+def _tuning_flags(recipe: Recipe) -> list[str]:
+    """The [training] options a manifest may set, only where they differ from kohya's own defaults."""
+    flags = []
+    for name in ("unet_lr", "text_encoder_lr", "noise_offset", "min_snr_gamma"):
+        value = getattr(recipe, name)
+        if value is not None:
+            flags += [f"--{name}", _number(value)]
+    if recipe.caption_dropout_rate:
+        flags += ["--caption_dropout_rate", _number(recipe.caption_dropout_rate)]
+    if recipe.shuffle_caption:
+        flags += ["--shuffle_caption", "--keep_tokens", str(recipe.keep_tokens)]
+    if recipe.network_train_unet_only:
+        flags.append("--network_train_unet_only")
+    if recipe.optimizer_type in OPTIMIZER_ARGS:
+        flags += ["--optimizer_args", *OPTIMIZER_ARGS[recipe.optimizer_type]]
     return flags
 
 

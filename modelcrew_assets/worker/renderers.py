@@ -14,10 +14,12 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from modelcrew_assets.object_store import ObjectStore
+from modelcrew_assets.worker.base_model import BaseModelError, image_base_model, local_base_model
 from modelcrew_assets.worker.generators import DIFFUSERS, GENERATORS, STAND_IN
 from modelcrew_assets.worker.jobs import SAMPLERS, RenderJob
 from modelcrew_assets.worker.stand_in_generator import StandInGenerator, StandInRequest, lora_step
-from modelcrew_assets.worker.train import BASE_MODEL_ENV, DEFAULT_BASE_MODEL, WorkerError
+from modelcrew_assets.worker.train import WorkerError
 
 GENERATOR_BASE_MODEL_ENV = "MODELCREW_GENERATOR_BASE_MODEL"
 
@@ -136,14 +138,21 @@ def _peft_found(importable: bool) -> str:
 
 
 def open_renderer(
-    generator: str, base_model: str | None, faces: Sequence[Image.Image], training: Sequence[Image.Image]
+    generator: str,
+    store: ObjectStore,
+    base_model: str | None,
+    faces: Sequence[Image.Image],
+    training: Sequence[Image.Image],
 ) -> Renderer:
-    """The renderer for `generator`: the stand-in draws with the faces and training images."""
+    """The renderer for `generator`: the stand-in draws with the faces and training images; diffusers loads
+    the base the LoRA was trained on (the manifest's base_model), else the image's own."""
     if generator == STAND_IN:
         return StandInRenderer(faces, training)
     if generator == DIFFUSERS:
-        environ = os.environ
-        return DiffusersRenderer(
-            base_model or environ.get(GENERATOR_BASE_MODEL_ENV) or environ.get(BASE_MODEL_ENV) or DEFAULT_BASE_MODEL
-        )
+        if base_model is None:
+            return DiffusersRenderer(os.environ.get(GENERATOR_BASE_MODEL_ENV) or image_base_model())
+        try:
+            return DiffusersRenderer(local_base_model(store, base_model))
+        except BaseModelError as error:
+            raise WorkerError(str(error)) from None
     raise WorkerError(f"generator {generator!r} is unknown; use one of {', '.join(GENERATORS)}")

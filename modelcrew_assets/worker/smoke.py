@@ -31,10 +31,10 @@ from typing import Any, Self
 
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, DAGSTER_PIPES_MESSAGES_ENV_VAR, encode_param
 
+from modelcrew_assets.worker.base_model import BASE_MODEL_ENV
 from modelcrew_assets.worker.kohya import Recipe
 
 LAUNCH_ENV = "MODELCREW_TRAINER_LAUNCH"
-BASE_MODEL_ENV = "MODELCREW_BASE_MODEL"
 STEPS = 20
 IMAGES = 4
 MODEL = "smoke"

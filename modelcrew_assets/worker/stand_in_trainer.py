@@ -64,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--bucket_reso_steps", type=int, default=64)
     parse.add_argument("--network_alpha", type=float)
     parse.add_argument("--learning_rate", type=float)
+    for name in ("unet_lr", "noise_offset", "min_snr_gamma"):
+        parse.add_argument(f"--{name}", type=float)
+    parse.add_argument("--text_encoder_lr", type=float, nargs="*")
+    parse.add_argument("--caption_dropout_rate", type=float, default=0.0)
+    parse.add_argument("--keep_tokens", type=int, default=0)
+    parse.add_argument("--optimizer_args", nargs="*", default=[])
     flags = (
         "gradient_checkpointing",
         "cache_latents",
@@ -71,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
         "sdpa",
         "save_state",
         "skip_until_initial_step",
+        "shuffle_caption",
+        "network_train_unet_only",
     )
     for name in flags:
         parse.add_argument(f"--{name}", action="store_true")
@@ -95,16 +103,46 @@ def lora_safetensors(dim: int, alpha: float, step: int, args: argparse.Namespace
         "ss_output_name": args.output_name,
         "ss_steps": str(step),
         "ss_max_train_steps": str(args.max_train_steps),
-        "ss_learning_rate": f"{args.learning_rate:g}",
+        "ss_learning_rate": str(args.learning_rate),
         "ss_resolution": f"({args.resolution})",
         "ss_mixed_precision": args.mixed_precision or "no",
         "ss_seed": str(args.seed),
         "ss_base_model_version": "sdxl_base_v1-0",
         "ss_training_comment": "modelcrew stand-in trainer (dry-run)",
+        **tuning_metadata(args),
     }
     header = json.dumps(tensors, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + b"".join(blobs)
+
+
+# The optimizer classes kohya's get_optimizer picks (library/train_util.py), by --optimizer_type.
+OPTIMIZER_CLASSES = {
+    "AdamW8bit": "bitsandbytes.optim.adamw.AdamW8bit",
+    "AdamW": "torch.optim.adamw.AdamW",
+    "Prodigy": "prodigyopt.prodigy.Prodigy",
+    "Adafactor": "transformers.optimization.Adafactor",
+}
+
+
+def tuning_metadata(args: argparse.Namespace) -> dict[str, str]:
+    """The ss_* keys train_network.py writes for the tunable options, as it writes them: str() of each value
+    (None included); the optimizer as `<module>.<class>(k=v,...)` from --optimizer_args."""
+    optimizer = OPTIMIZER_CLASSES.get(args.optimizer_type or "AdamW8bit", args.optimizer_type)
+    if args.optimizer_args:
+        optimizer += f"({','.join(args.optimizer_args)})"
+    base = args.pretrained_model_name_or_path or ""
+    return {
+        "ss_optimizer": optimizer,
+        "ss_unet_lr": str(args.unet_lr),
+        "ss_text_encoder_lr": str(args.text_encoder_lr[0] if args.text_encoder_lr else None),
+        "ss_noise_offset": str(args.noise_offset),
+        "ss_min_snr_gamma": str(args.min_snr_gamma),
+        "ss_caption_dropout_rate": str(args.caption_dropout_rate),
+        "ss_shuffle_caption": str(args.shuffle_caption),
+        "ss_keep_tokens": str(args.keep_tokens),
+        "ss_sd_model_name": os.path.basename(base) if os.path.exists(base) else base,
+    }
 
 
 def grey_png(side: int, shade: int) -> bytes:

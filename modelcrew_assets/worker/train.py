@@ -18,6 +18,7 @@ from pathlib import Path
 from dagster_pipes import PipesContext
 
 from modelcrew_assets.object_store import ObjectStore
+from modelcrew_assets.worker.base_model import BaseModelError, local_base_model
 from modelcrew_assets.worker.kohya import (
     DEFAULT_LAUNCH,
     IMAGE_EXTENSIONS,
@@ -36,8 +37,6 @@ from modelcrew_assets.worker.store import open_store
 from modelcrew_assets.worker.uploader import Reporter, Uploader
 
 LAUNCH_ENV = "MODELCREW_TRAINER_LAUNCH"  # the image's command up to sdxl_train_network.py
-BASE_MODEL_ENV = "MODELCREW_BASE_MODEL"
-DEFAULT_BASE_MODEL = "/opt/models/sd_xl_base_1.0.safetensors"
 WORKDIR_ENV = "MODELCREW_WORKDIR"
 PROGRESS_LOG_ENV = "MODELCREW_PROGRESS_LOG_SECONDS"
 MAX_LOSS_POINTS = 400
@@ -94,8 +93,12 @@ def _train(pipes: PipesContext, reporter: Reporter, workdir: Path) -> None:
     )
     if stored is not None:
         reporter.log(f"resuming from kohya state at step {stored.step} ({stored.folder.name})")
+    try:
+        base_model = local_base_model(store, recipe.base_model)
+    except BaseModelError as error:
+        raise WorkerError(str(error)) from None
     paths = TrainPaths(
-        base_model=os.environ.get(BASE_MODEL_ENV, DEFAULT_BASE_MODEL),
+        base_model=base_model,
         train_data_dir=train_data_dir,
         output_dir=output_dir,
         output_name=name,

@@ -5,7 +5,10 @@ It reads each request's operation name and variables and answers as Buffer docum
 MutationError member with a message), HTTP 200 with `errors[].extensions.code` for system problems (bad key,
 unknown channel), HTTP 429 with `errors[0].extensions = {code: RATE_LIMIT_EXCEEDED, retryAfter}` and the IETF
 RateLimit headers (no Retry-After header), and LimitReachedError once a channel's daily limit is used.
-createPost takes the 2026 `assets` array of one-of entries and refuses the old `{images: [...]}` object.
+createPost takes the 2026 `assets` array of one-of entries and refuses the old `{images: [...]}` object;
+video entries are checked as VideoAssetInput is (url, metadata.thumbnailOffset as an Int, thumbnailUrl
+refused), an Instagram `type: reel` needs one video, and unknown input fields fail as GraphQL's variable
+coercion does (BAD_USER_INPUT).
 Faults are scripted per createPost: rate limited, answer lost after the post was created (the client times
 out), connection dropped before anything was created.
 """
@@ -24,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from modelcrew_assets_tests.fakes.loopback import send_json, serving_thread
+
 FAKE_BUFFER_KEY = "test-buffer-key-5b1f0c"
 ORGANIZATION = "org-1"
 
@@ -35,7 +40,7 @@ class FakePost:
     text: str
     status: str
     due_at: str | None
-    image_urls: list[str]
+    media_urls: list[str]
     metadata: dict
     deleted: bool = False
 
@@ -59,7 +64,7 @@ class FakeBuffer:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server = _Server(("127.0.0.1", 0), _handler_for(self))
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serving_thread(self._server).start()
 
     @property
     def url(self) -> str:
@@ -108,6 +113,9 @@ class FakeBuffer:
         data = variables["input"]
         if not any(c["id"] == data.get("channelId") for c in self.channels):
             return 200, _errors("NOT_FOUND", f"channel {data.get('channelId')} not found"), {}
+        shape = _shape_problem(data)
+        if shape:  # GraphQL refuses the variables before createPost runs
+            return 200, _errors("BAD_USER_INPUT", f'Variable "$input" got invalid value: {shape}'), {}
         problem = _input_problem(data)
         if problem:
             return 200, _typed("createPost", "InvalidInputError", problem), {}
@@ -122,7 +130,7 @@ class FakeBuffer:
                 data["text"],
                 "draft" if data.get("saveToDraft") else "scheduled",
                 due,
-                [asset["image"]["url"] for asset in data["assets"]],
+                [next(iter(asset.values()))["url"] for asset in data["assets"]],
                 data.get("metadata") or {},
             )
             self.posts.append(post)
@@ -148,7 +156,7 @@ class FakeBuffer:
                     "id": p.id,
                     "status": p.status,
                     "dueAt": p.due_at,
-                    "assets": [{"source": u} for u in p.image_urls],
+                    "assets": [{"source": u} for u in p.media_urls],
                 }
             }
             for p in page
@@ -185,10 +193,52 @@ def rate_limited(retry_after: int = 1) -> tuple[int, dict, dict[str, str]]:
     return 429, body, headers
 
 
+# The input fields each asset kind and platform metadata type has (AssetInput is a one-of).
+_ASSET_FIELDS = {"image": {"url", "thumbnailUrl", "metadata"}, "video": {"url", "thumbnailUrl", "metadata"}}
+_VIDEO_METADATA_FIELDS = {"thumbnailOffset"}
+_INSTAGRAM_FIELDS = {"type", "shouldShareToFeed", "isAiGenerated", "firstComment", "link", "geolocation"}
+_TIKTOK_FIELDS = {"title", "isAiGenerated"}
+_POST_TYPES = {"post", "story", "reel"}
+
+
+def _shape_problem(data: dict) -> str | None:
+    """What GraphQL's input coercion refuses: unknown fields, missing required ones, wrong types."""
+    for asset in data.get("assets") or []:
+        if not isinstance(asset, dict) or len(asset) != 1 or next(iter(asset)) not in _ASSET_FIELDS:
+            continue  # the one-of rule is createPost's own InvalidInputError below
+        kind, value = next(iter(asset.items()))
+        if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+            return f"assets.{kind}.url: String! is required"
+        if set(value) - _ASSET_FIELDS[kind]:
+            return f"assets.{kind}: unknown fields {sorted(set(value) - _ASSET_FIELDS[kind])}"
+        metadata = value.get("metadata") or {}
+        if kind == "video" and (set(metadata) - _VIDEO_METADATA_FIELDS or not _is_int(metadata, "thumbnailOffset")):
+            return "assets.video.metadata: VideoMetadataInput takes {thumbnailOffset: Int}"
+    metadata = data.get("metadata") or {}
+    instagram, tiktok = metadata.get("instagram"), metadata.get("tiktok")
+    if instagram is not None:
+        if set(instagram) - _INSTAGRAM_FIELDS or "shouldShareToFeed" not in instagram:
+            return "metadata.instagram: unknown fields, or shouldShareToFeed: Boolean! missing"
+        if instagram.get("type") not in _POST_TYPES:
+            return f"metadata.instagram.type: {instagram.get('type')!r} is not a PostType"
+    if tiktok is not None and set(tiktok) - _TIKTOK_FIELDS:
+        return f"metadata.tiktok: unknown fields {sorted(set(tiktok) - _TIKTOK_FIELDS)}"
+    return None
+
+
+def _is_int(values: dict, name: str) -> bool:
+    return name not in values or (isinstance(values[name], int) and not isinstance(values[name], bool))
+
+
 def _input_problem(data: dict) -> str | None:
     assets = data.get("assets")
     if not isinstance(assets, list) or not all(isinstance(a, dict) and len(a) == 1 for a in assets):
-        return "assets must be a list of one-of entries ({image: {url}})"
+        return "assets must be a list of one-of entries ({image: {url}} or {video: {url}})"
+    kinds = [next(iter(asset)) for asset in assets]
+    if any("thumbnailUrl" in asset["video"] for asset in assets if "video" in asset):
+        return "video assets do not take thumbnailUrl; choose the cover with metadata.thumbnailOffset"
+    if ((data.get("metadata") or {}).get("instagram") or {}).get("type") == "reel" and kinds != ["video"]:
+        return "an Instagram reel takes exactly one video asset"
     if data.get("mode") == "customScheduled" and not data.get("dueAt"):
         return "dueAt is required when mode is customScheduled"
     if data.get("mode") not in ("addToQueue", "shareNow", "shareNext", "customScheduled"):
@@ -247,15 +297,11 @@ def _handler_for(fake: FakeBuffer) -> type[BaseHTTPRequestHandler]:
             return self._send(status, answer, headers)
 
         def _send(self, status: int, answer: dict, headers: dict[str, str]) -> None:
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                for item in value.split(", ") if name.startswith("RateLimit") else [value]:
-                    self.send_header(name, item)
-            self.end_headers()
-            self.wfile.write(data)
+            # The IETF RateLimit fields go out as repeated headers, the way Buffer sends them.
+            split = [
+                (n, item) for n, v in headers.items() for item in (v.split(", ") if n.startswith("RateLimit") else [v])
+            ]
+            send_json(self, status, answer, split)
 
     return Handler
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from modelcrew_assets.face_detection import FaceBox, detect_faces
 from modelcrew_assets.resources.maxstudio import MaxStudioResource
+from modelcrew_assets_tests.fakes.loopback import serving_thread
 
 TEST_KEY = "test-maxstudio-key"
 
@@ -85,7 +86,7 @@ class FakeMaxStudio:
         self.random = random.Random(seed)
         self.server = _Server(("127.0.0.1", 0), _handler_for(self))
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = serving_thread(self.server)
 
     def start(self) -> FakeMaxStudio:
         self._thread.start()

@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
+from modelcrew_assets_tests.fakes.loopback import serving_thread
+
 DEFAULT_CAPTION = "a woman wearing a white spacesuit, standing in front of a flag, smiling, studio lighting"
 FAKE_API_KEY = "test-caption-key"
 FAKE_MODEL = "fake-vision-1"
@@ -77,7 +79,7 @@ class FakeOpenAICompatible:
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = serving_thread(self._server)
 
     @property
     def base_url(self) -> str:

@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from modelcrew_assets_tests.fakes.loopback import serving_thread
+
 API_KEY = "rp-test-key"
 # What deploy/worker/Dockerfile sets, with the stand-in trainer in place of kohya.
 IMAGE_ENV = {
@@ -292,7 +294,7 @@ def fake_runpod(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
     threads = [
-        threading.Thread(target=server.serve_forever, daemon=True),
+        serving_thread(server),
         threading.Thread(target=fake.supervise, daemon=True),
     ]
     for thread in threads:

@@ -26,6 +26,7 @@ import dagster as dg
 from dagster._utils.interrupts import capture_interrupts, pop_captured_interrupt
 from pydantic import Field
 
+from modelcrew_assets.resources.service import ServiceResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.worker.generators import DIFFUSERS
 from modelcrew_assets.worker.heartbeat import HEARTBEAT_ENV
@@ -65,7 +66,7 @@ class WorkerRun:
     job_id: str  # pod id, or pid for local
     gpu_type: str
     billable_seconds: float
-    estimated_cost_usd: float
+    cost_usd: float  # billable seconds x the machine's own price (RunPod bills pods by the second)
     results: tuple[Any, ...] = ()  # PipesExecutionResult: MaterializeResult / AssetCheckResult
     messages: tuple[WorkerMessage, ...] = ()  # the worker's custom messages, parsed, in order
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -80,7 +81,7 @@ class WorkerRun:
             "gpu_job_id": self.job_id,  # RunPod pod id, or the local process id
             "gpu_type": self.gpu_type,
             "billable_seconds": self.billable_seconds,
-            "estimated_cost_usd": self.estimated_cost_usd,
+            "cost_usd": self.cost_usd,
         }
 
     @property
@@ -141,10 +142,13 @@ class Liveness:
         return now - self.last
 
 
-class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
+class GpuExecutorResource(ServiceResource):
     """Where GPU work runs. Subclasses: RunPodPodsResource, LocalGpuResource, SimulatedGpuResource."""
 
     max_runtime_minutes: float = Field(default=180, gt=0, description="Budget per run; then terminated")
+    dollars_per_hour: float = Field(
+        default=0.0, ge=0, description="GPU price for estimates before a machine exists (after: its own price)"
+    )
     poll_seconds: float = Field(default=10, gt=0, description="How often the machine's state is polled")
     pipes_poll_seconds: float = Field(default=5, gt=0, description="How often Pipes messages are read")
     closing_grace_seconds: float = Field(
@@ -168,7 +172,6 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
 
     backend_name: ClassVar[str] = "gpu"
     # The label on what this executor's machine makes: False, it runs the real trainer and generator.
-    simulated: ClassVar[bool] = False
 
     def _software_extras(self, context: dg.AssetExecutionContext, storage: StorageResource) -> dict[str, Any]:
         """What the worker is told about the software it runs, beside the stage's extras; the stage never
@@ -327,7 +330,7 @@ class GpuExecutorResource(dg.ConfigurableResource, abc.ABC):
             job_id=handle.job_id,
             gpu_type=handle.gpu_type,
             billable_seconds=round(seconds, 1),
-            estimated_cost_usd=round(seconds * handle.cost_per_hour / 3600, 4),
+            cost_usd=round(seconds * handle.cost_per_hour / 3600, 4),
             results=tuple(session.get_reported_results()),
             messages=tuple(
                 m for m in map(parse_message, session.get_custom_messages()) if not isinstance(m, Heartbeat)

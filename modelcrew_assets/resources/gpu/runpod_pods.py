@@ -157,6 +157,8 @@ class RunPodPodsResource(GpuExecutorResource):
     api_key: str | None = Field(default=None, description=f"from {API_KEY_ENV}")
     graphql_url: str = "https://api.runpod.io/graphql"
     image: str = Field(default="modelcrew-worker:latest", description="deploy/worker/Dockerfile, pushed")
+    # About an RTX 4090 on demand; once a pod exists, its own costPerHr is what the run reports.
+    dollars_per_hour: float = Field(default=0.79, ge=0, description="GPU price for estimates before a pod exists")
     gpu_types: list[str] = Field(
         default=["NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000", "NVIDIA L40S", "NVIDIA A100 80GB PCIe"],
         description="Tried in order until one has capacity",
