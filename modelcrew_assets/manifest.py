@@ -319,6 +319,9 @@ class PostingSection(_Section):
     max_per_day: int = Field(default=2, ge=1, le=48)  # posts per platform per local day
     start_date: date | None = None  # no post before this local day
     mode: Literal["draft", "scheduled", "queue"] = "draft"
+    # "captioner": the vision model the captions stage uses writes each post's caption from its picture
+    # (scheduled_posts/written_captions.py); "template": post_text.py's caption from the prompt.
+    captions: Literal["template", "captioner"] = "template"
 
     @field_validator("timezone")
     @classmethod

@@ -11,6 +11,7 @@ from modelcrew_assets.generated_reels.ffmpeg import zoom_clip
 from modelcrew_assets.generated_reels.index import GeneratedReels, Reel
 from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformExport, PlatformExports, write_index
 from modelcrew_assets.resources.buffer import BufferResource
+from modelcrew_assets.resources.captioner import CaptionServiceResource, SimulatedCaptionerResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.scheduled_posts import scheduled_posts
 from modelcrew_assets.scheduled_posts.posting import PostingServiceResource
@@ -41,6 +42,11 @@ def upload_manifest(storage: StorageResource, mode: str = "draft", posting: str 
     )
 
 
+def source_sha256(source_key: str) -> str:
+    """A stand-in for the generated image's content hash: one per image."""
+    return hashlib.sha256(source_key.encode()).hexdigest()
+
+
 def export_batch(storage: StorageResource, batch_id: str, images: int = 2, dry_run: bool = False) -> PlatformExports:
     """What generated_batches and platform_exports hand over: one JPEG per image and platform."""
     generated, exports = [], []
@@ -49,7 +55,7 @@ def export_batch(storage: StorageResource, batch_id: str, images: int = 2, dry_r
         generated.append(
             GeneratedImage(
                 key=source_key,
-                sha256="0" * 64,
+                sha256=source_sha256(source_key),
                 prompt=f"{MODEL}, walking in a park number {index}, 85mm photo",
                 negative_prompt="",
                 seed=index,
@@ -71,7 +77,7 @@ def export_batch(storage: StorageResource, batch_id: str, images: int = 2, dry_r
                     height=68,
                     sha256=hashlib.sha256(data).hexdigest(),
                     source_key=source_key,
-                    source_sha256="0" * 64,
+                    source_sha256=source_sha256(source_key),
                     digital_source_type="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
                     crop="centre",
                 )
@@ -122,14 +128,18 @@ def live_buffer(fake: FakeBuffer, **settings: object) -> BufferResource:
 
 
 def materialize(
-    instance: dg.DagsterInstance, storage: StorageResource, posting: PostingServiceResource, raise_on_error: bool = True
+    instance: dg.DagsterInstance,
+    storage: StorageResource,
+    posting: PostingServiceResource,
+    raise_on_error: bool = True,
+    captioner: CaptionServiceResource | None = None,
 ) -> dg.ExecuteInProcessResult:
     instance.add_dynamic_partitions("models", [MODEL])
     return dg.materialize(
         [scheduled_posts],
         partition_key=MODEL,
         instance=instance,
-        resources={"storage": storage, "posting": posting},
+        resources={"storage": storage, "posting": posting, "captioner": captioner or SimulatedCaptionerResource()},
         raise_on_error=raise_on_error,
     )
 

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections import Counter
 
 import pytest
 
+from modelcrew_assets.generated_reels.index import scores_key
 from modelcrew_assets.resources.buffer import BufferSession
+from modelcrew_assets.resources.captioner import CaptionerResource
 from modelcrew_assets.resources.selection import resources_from_env
 from modelcrew_assets.scheduled_posts.backlog import withdrawn_key
 from modelcrew_assets.scheduled_posts.ledger import read_ledger
 from modelcrew_assets.scheduled_posts.simulated import SimulatedPostingResource
 from modelcrew_assets_tests.fakes.buffer import FAKE_BUFFER_KEY
+from modelcrew_assets_tests.fakes.openai_compatible import FAKE_MODEL, caption
 from modelcrew_assets_tests.scheduled_posts_setup import (
     MODEL,
+    POSTING,
     PUBLIC_BASE,
     export_batch,
     live_buffer,
     materialize,
     metadata_of,
+    source_sha256,
     upload_manifest,
 )
 
@@ -330,3 +336,33 @@ def test_publish_copies_ledger_and_calendar_live_on_either_storage(instance, sto
     materialize(instance, storage, live_buffer(fake_buffer))
     assert len(list(storage.list(f"publish/{MODEL}/"))) == 2
     assert len(read_ledger(storage, MODEL)) == 2 and storage.exists(f"models/{MODEL}/scheduled_posts/calendar.ics")
+
+
+def test_the_captioner_writes_each_pictures_caption_once_and_the_disclosure_and_hashtags_are_always_ours(
+    instance, local_storage, fake_buffer, fake_openai
+):
+    upload_manifest(local_storage, posting=POSTING.format(mode="draft") + 'captions = "captioner"\n')
+    export_batch(local_storage, "batch-a", images=1)
+    fake_openai.script(caption('"Golden hour on the balcony, coffee in hand." #sunset #AIgenerated'))
+    captioner = CaptionerResource(base_url=fake_openai.base_url, api_key=fake_openai.api_key, model=FAKE_MODEL)
+    materialize(instance, local_storage, live_buffer(fake_buffer), captioner=captioner)
+    # One picture, two platforms: asked once (the export's own JPEG), the answer cleaned, our tail added.
+    assert len(fake_openai.requests) == 1
+    expected = "Golden hour on the balcony, coffee in hand. (AI-generated)\n\n#blondie #fashion #aigenerated #aiart"
+    assert {i["text"] for i in _created(fake_buffer)} == {expected}
+    export_batch(local_storage, "batch-b", images=1)
+    materialize(instance, local_storage, live_buffer(fake_buffer), captioner=captioner)
+    assert len(fake_openai.requests) == 2  # only the new picture: what was written is kept, sent posts too
+
+
+def test_within_a_batch_the_stills_most_like_the_model_are_posted_first(instance, local_storage, fake_buffer):
+    upload_manifest(local_storage)
+    export_batch(local_storage, "batch-a", images=3)
+    keys = [f"models/{MODEL}/generated_batches/batch-a/{index:04d}.png" for index in range(3)]
+    likeness = {source_sha256(keys[0]): 0.41, source_sha256(keys[1]): 0.58, source_sha256(keys[2]): 0.77}
+    local_storage.put_bytes(scores_key(MODEL, "batch-a"), json.dumps(likeness).encode())  # as generated_reels left it
+    materialize(instance, local_storage, live_buffer(fake_buffer))
+    tiktok = sorted(
+        (i["dueAt"], i["assets"][0]["image"]["url"]) for i in _created(fake_buffer) if i["channelId"] == "ch-tiktok"
+    )
+    assert [url.rsplit("/", 1)[-1][:4] for _, url in tiktok] == ["0002", "0001", "0000"]

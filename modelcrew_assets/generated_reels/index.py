@@ -3,10 +3,13 @@ scheduled_posts posts as video on Instagram Reels and TikTok."""
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 from modelcrew_assets import asset_names
 from modelcrew_assets.handoffs import Handoff, StageIndex
+from modelcrew_assets.object_store import Storage
+from modelcrew_assets.storage_keys import asset_prefix
 
 
 class Reel(Handoff):
@@ -42,3 +45,15 @@ class GeneratedReels(StageIndex):
     batch_id: str
     reels: tuple[Reel, ...]
     needs_attention: tuple[str, ...] = ()  # reel keys whose create went unanswered (see DESIGN)
+
+
+def scores_key(model: str, batch_id: str) -> str:
+    return f"{asset_prefix(model, asset_names.GENERATED_REELS)}scores/{batch_id}.json"
+
+
+def stored_identity_scores(storage: Storage, model: str, batch_id: str) -> dict[str, float]:
+    """What stills.identity_scores measured for a batch (image sha256 -> score); {} before it ran."""
+    try:
+        return json.loads(storage.get_bytes(scores_key(model, batch_id)))
+    except KeyError:
+        return {}

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from modelcrew_assets.asset_names import GENERATED_REELS as ASSET
+from modelcrew_assets.generated_reels.index import scores_key, stored_identity_scores
 from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformExports
 from modelcrew_assets.imaging import decode_image, encode_jpeg
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.object_store import Storage
-from modelcrew_assets.storage_keys import asset_prefix, face_prefix, is_image_name
+from modelcrew_assets.storage_keys import face_prefix, is_image_name
 from modelcrew_assets.worker.scoring import DlibEmbedder, ReferenceFaces, Sample
 
 PROMPT_STILL_SIZE = (720, 1280)  # Runway gen4_turbo's portrait ratio; fal's models take it as it is
@@ -88,11 +88,8 @@ def plan_reels(
 
 def identity_scores(storage: Storage, spec: ModelSpec, batch: GeneratedBatch) -> dict[str, float]:
     """Identity of every still of the batch against the reference face (sha256 -> score), cached in storage."""
-    cache_key = f"{asset_prefix(spec.name, ASSET)}scores/{batch.batch_id}.json"
-    try:
-        cached: dict[str, float] = json.loads(storage.get_bytes(cache_key))
-    except KeyError:
-        cached = {}
+    cache_key = scores_key(spec.name, batch.batch_id)
+    cached = stored_identity_scores(storage, spec.name, batch.batch_id)
     missing = [image for image in batch.images if image.sha256 not in cached]
     if missing:
         faces = [

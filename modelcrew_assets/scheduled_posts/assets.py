@@ -18,6 +18,7 @@ from modelcrew_assets.handoffs import (
 from modelcrew_assets.manifest import ModelSpec
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.platform_exports.post_text import suggested_caption
+from modelcrew_assets.resources.captioner import CaptionServiceResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets.scheduled_posts.backlog import candidates, merged_backlog, read_withdrawn
 from modelcrew_assets.scheduled_posts.checks import (
@@ -37,6 +38,7 @@ from modelcrew_assets.scheduled_posts.posting import PostingServiceResource
 from modelcrew_assets.scheduled_posts.reels import read_reels
 from modelcrew_assets.scheduled_posts.report import upcoming, upcoming_table
 from modelcrew_assets.scheduled_posts.text_csv import TextRow, edited_captions, texts_csv, written_key
+from modelcrew_assets.scheduled_posts.written_captions import written_captions
 from modelcrew_assets.storage_keys import asset_prefix
 
 ASSET = ScheduledPosts.ASSET
@@ -56,7 +58,10 @@ ASSET = ScheduledPosts.ASSET
     ],
 )
 def scheduled_posts(
-    context: dg.AssetExecutionContext, storage: StorageResource, posting: PostingServiceResource
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    posting: PostingServiceResource,
+    captioner: CaptionServiceResource,
 ) -> dg.MaterializeResult:
     """The model's exports and reels on its Buffer calendar: drafts, scheduled or queued posts, never twice."""
     model = context.partition_key
@@ -68,13 +73,17 @@ def scheduled_posts(
     now = datetime.now(UTC)
     if not config.channels:
         context.log.warning(f"{ASSET}: uploads/{model}/model.toml has no [posting].channels; nothing is posted")
+    sent = read_ledger(storage, model)
+    waiting = [i for i in index.backlog if i.platform in config.channels and (i.export_id, i.platform) not in sent]
+    written = asyncio.run(written_captions(storage, captioner, spec, waiting, context.log))
+    captions = {(i.export_id, i.platform): written[i.export_id] for i in index.backlog if i.export_id in written}
     index, report = asyncio.run(
         run_posting(
             storage,
             posting,
             spec,
             index,
-            candidates(index, set(config.channels), edited_captions(storage, model)),
+            candidates(index, set(config.channels), captions | edited_captions(storage, model)),
             read_withdrawn(storage, model),
             now,
             context.log,
@@ -84,7 +93,7 @@ def scheduled_posts(
     coming = upcoming(entries, now)
     calendar_key = f"{asset_prefix(model, ASSET)}calendar.ics"
     storage.put_bytes(calendar_key, calendar_ics(model, coming, now), "text/calendar")
-    storage.put_bytes(written_key(model), texts_csv(_text_rows(spec, index, entries)), "text/csv")
+    storage.put_bytes(written_key(model), texts_csv(_text_rows(spec, index, entries, written)), "text/csv")
     dry_run = index.dry_run or posting.simulated
     write_index(storage, index.model_copy(update={"calendar_key": calendar_key, "dry_run": dry_run}))
     states = Counter(entry.state for entry in entries)
@@ -119,15 +128,18 @@ def _previous_index(storage: StorageResource, model: str) -> ScheduledPosts:
     return ScheduledPosts.model_validate_json(storage.get_bytes(index_key(model, ASSET)))
 
 
-def _text_rows(spec: ModelSpec, index: ScheduledPosts, entries: list[PostEntry]) -> list[TextRow]:
-    """Every approved export with its caption: what was sent, or what will be (edited or suggested)."""
+def _text_rows(
+    spec: ModelSpec, index: ScheduledPosts, entries: list[PostEntry], written: dict[str, str]
+) -> list[TextRow]:
+    """Every approved export with its caption: what was sent, or what will be (written or suggested)."""
     sent = {(e.export_id, e.platform): e for e in entries}
     rows = []
     for item in index.backlog:
         if item.platform not in spec.posting.channels:
             continue
         entry = sent.get((item.export_id, item.platform))
-        caption = entry.text.split("\n\n", 1)[0] if entry else suggested_caption(item.prompt, spec)
+        planned = written.get(item.export_id) or suggested_caption(item.prompt, spec)
+        caption = entry.text.split("\n\n", 1)[0] if entry else planned
         file = item.export_key.rsplit("/", 1)[-1]
         rows.append(TextRow(item.export_id, item.platform, file, entry.state if entry else "waiting", caption))
     return rows

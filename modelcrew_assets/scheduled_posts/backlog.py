@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from modelcrew_assets.generated_reels.index import GeneratedReels
+from modelcrew_assets.generated_reels.index import GeneratedReels, stored_identity_scores
 from modelcrew_assets.handoffs import GeneratedBatch, MissingUpstreamError, PlatformExports, read_index
 from modelcrew_assets.object_store import Storage
 from modelcrew_assets.scheduled_posts.calendar import Candidate
@@ -33,6 +33,8 @@ def merged_backlog(
     """The previous backlog plus the current exports and reels; a re-rendered image (or re-finished reel)
     replaces its older file."""
     prompts, order = _batch_details(storage, exports)
+    # generated_reels scored every still of the batch against the face: the best likeness is posted first.
+    likeness = stored_identity_scores(storage, exports.model, exports.batch_id)
     items = {(item.export_id, item.platform): item for item in previous.backlog}
     for export in exports.exports:
         identity = export_id(exports.batch_id, export.source_key)
@@ -44,6 +46,7 @@ def merged_backlog(
             batch_id=exports.batch_id,
             image_index=order.get(export.source_key, 0),
             prompt=prompts.get(export.source_key, ""),
+            identity=likeness.get(export.source_sha256),
         )
     videos = reel_items(reels, reel_platforms) if reels else []
     items |= {(item.export_id, item.platform): item for item in videos}

@@ -26,7 +26,9 @@ class BacklogItem(BaseModel):
     media: Media = "image"
     poster_key: str = ""
     thumbnail_offset_ms: int | None = None
-    identity: float | None = None  # reels carry their still's identity score; exports have none yet
+    # The likeness of the still (a reel's, or the exported image's) to the model's face, as generated_reels
+    # measured it; None before that stage scored the batch.
+    identity: float | None = None
 
 
 class CachedChannel(BaseModel):
