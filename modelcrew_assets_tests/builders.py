@@ -80,10 +80,12 @@ def tick_registering_partitions(instance: dg.DagsterInstance, storage: StorageRe
     from modelcrew_assets.definitions import defs
     from modelcrew_assets.intake.sensors import model_uploads_sensor
 
-    context = dg.build_sensor_context(
+    # As a context manager: its resources hold an entered instance that must be exited here, not by the
+    # garbage collector during some later test (conftest.no_defs_state_storage_left_behind).
+    with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"storage": storage}, definitions=defs
-    )
-    result = model_uploads_sensor(context)
+    ) as context:
+        result = model_uploads_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(models_partitions.name, list(request.partition_keys))
     return result

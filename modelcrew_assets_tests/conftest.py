@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from PIL import Image
 
 from modelcrew_assets.resources.storage import StorageResource
@@ -62,6 +63,16 @@ def astronaut() -> Image.Image:
 # Capturing each step's stdout to files costs about half a second per in-process run (measured 0.69 s ->
 # 0.16 s a run); in-process tests read events, not compute logs (the end-to-end tests keep them, and check them).
 NO_COMPUTE_LOGS = {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+
+
+@pytest.fixture(autouse=True)
+def no_defs_state_storage_left_behind() -> Iterator[None]:
+    """Each test starts and ends with no current defs-state storage. Entering an instance sets Dagster's
+    context variable for it, and an instance entered again inside Dagster (schedule contexts, failed runs)
+    exits leaving it set, so a later test's materialize resolved a disposed instance ("undefined
+    DagsterInstance weakref", or the deleted runs.db of a finished test)."""
+    with set_defs_state_storage(None):
+        yield
 
 
 @pytest.fixture

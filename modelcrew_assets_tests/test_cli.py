@@ -132,8 +132,8 @@ def test_demo_uploads_once_and_the_sensor_starts_its_run(local_storage, monkeypa
     assert main(["demo"]) == EXIT_OK
     assert "demo: 0 uploaded, 19 duplicates skipped, 1 unchanged" in capsys.readouterr().out
 
-    context = dg.build_sensor_context(instance=instance, resources={"storage": local_storage}, definitions=defs)
-    result = model_uploads_sensor(context)
+    with dg.build_sensor_context(instance=instance, resources={"storage": local_storage}, definitions=defs) as context:
+        result = model_uploads_sensor(context)
     assert [request.partition_key for request in result.run_requests] == ["demo"]
 
 

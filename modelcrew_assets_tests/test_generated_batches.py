@@ -225,11 +225,11 @@ def test_nightly_schedule_requests_one_run_per_model_with_deterministic_run_keys
     when = datetime(2025, 6, 1, 1, 0, tzinfo=UTC)
     requests = []
     for _ in range(2):
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance, scheduled_execution_time=when, resources={"storage": local_storage},
             repository_def=repository(local_storage),
-        )  # fmt: skip
-        requests.append(nightly_generated_batches.evaluate_tick(context).run_requests)
+        ) as context:  # fmt: skip
+            requests.append(nightly_generated_batches.evaluate_tick(context).run_requests)
     first, second = requests
     assert [(r.partition_key, r.run_key) for r in first] == [
         ("blondie", "blondie:2025-06-01"),
@@ -242,11 +242,11 @@ def test_nightly_schedule_requests_one_run_per_model_with_deterministic_run_keys
 
 def test_nightly_schedule_skips_when_no_model_has_a_checkpoint(local_storage, instance):
     instance.add_dynamic_partitions("models", ["newcomer"])
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2025, 6, 1, 1, tzinfo=UTC),
         resources={"storage": local_storage}, repository_def=repository(local_storage),
-    )  # fmt: skip
-    result = nightly_generated_batches.evaluate_tick(context)
+    ) as context:  # fmt: skip
+        result = nightly_generated_batches.evaluate_tick(context)
     assert not result.run_requests and "checkpoint_evaluations first" in result.skip_message
 
 

@@ -148,7 +148,8 @@ def test_run_worker_killed_with_sigkill_leaves_the_pod_to_the_sweeper(home, fake
         sweeper = build_gpu_pod_sweeper(stale_after_seconds=3)
         gpu = runpod(fake_runpod)
         time.sleep(max(0.0, 3.5 - (time.monotonic() - killed)))
-        result = sweeper(dg.build_sensor_context(instance=instance, resources={"gpu": gpu}))
+        with dg.build_sensor_context(instance=instance, resources={"gpu": gpu}) as sweep:
+            result = sweeper(sweep)
     assert isinstance(result, dg.SkipReason) and f"terminated RunPod pod {pod.id}" in result.skip_message
     assert_pod_gone(fake_runpod, killed, record_property, "sigkill")
     assert API_KEY not in result.skip_message
@@ -173,8 +174,8 @@ def test_run_worker_killed_under_the_code_server_has_its_pod_swept_at_the_next_t
                     time.sleep(0.1)
                 assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
                 record_property("sigkill_to_run_failed_seconds", round(time.monotonic() - killed, 2))
-                sweep = dg.build_sensor_context(instance=instance, resources={"gpu": runpod(fake_runpod)})
-                result = gpu_pod_sweeper(sweep)
+                with dg.build_sensor_context(instance=instance, resources={"gpu": runpod(fake_runpod)}) as sweep:
+                    result = gpu_pod_sweeper(sweep)
             finally:
                 for pid in orphans:  # would otherwise retry its terminate against the stopped fake for 90 s
                     os.kill(pid, signal.SIGKILL)

@@ -42,10 +42,10 @@ class Recorded(logging.Handler):
 
 def tick(instance: dg.DagsterInstance, gpu, logged: Recorded | None = None) -> dg.SkipReason:
     """One sensor tick; what it logs (the tick's log in the UI) lands in `logged`."""
-    context = dg.build_sensor_context(instance=instance, resources={"gpu": gpu})
-    if logged is not None:
-        context.log.addHandler(logged)
-    result = gpu_pod_sweeper(context)
+    with dg.build_sensor_context(instance=instance, resources={"gpu": gpu}) as context:
+        if logged is not None:
+            context.log.addHandler(logged)
+        result = gpu_pod_sweeper(context)
     assert isinstance(result, dg.SkipReason), "the sweeper requests no runs"
     return result
 
@@ -128,10 +128,10 @@ def test_a_pod_runpod_will_not_terminate_fails_the_tick_after_the_others_are_end
     stuck, other = (pod_of(fake_runpod, run_with(instance, dg.DagsterRunStatus.FAILURE).run_id) for _ in range(2))
     fake_runpod.refuse_terminate.add(stuck.id)
     logged = Recorded()
-    context = dg.build_sensor_context(instance=instance, resources={"gpu": runpod(fake_runpod)})
-    context.log.addHandler(logged)
-    with pytest.raises(PodTerminationError, match=f"RunPod pod {stuck.id} could not be terminated"):
-        gpu_pod_sweeper(context)
+    with dg.build_sensor_context(instance=instance, resources={"gpu": runpod(fake_runpod)}) as context:
+        context.log.addHandler(logged)
+        with pytest.raises(PodTerminationError, match=f"RunPod pod {stuck.id} could not be terminated"):
+            gpu_pod_sweeper(context)
     assert other.terminated is not None and stuck.terminated is None
     assert [line.split(" ", 1)[0] for line in logged.lines] == ["ERROR", "WARNING"]
     assert f"terminated RunPod pod {other.id}" in logged.lines[1]

@@ -55,10 +55,10 @@ def upload_count(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 def test_sensor_tick_and_partitioned_materialization_on_postgres(postgres_instance, local_storage, astronaut):
     assert type(postgres_instance.run_storage).__name__ == "PostgresRunStorage"
     upload_model(local_storage, astronaut, "blondie")
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=postgres_instance, resources={"storage": local_storage}, definitions=defs
-    )
-    result = model_uploads_sensor(context)
+    ) as context:
+        result = model_uploads_sensor(context)
     assert [request.partition_key for request in result.run_requests] == ["blondie"]
 
     postgres_instance.add_dynamic_partitions(
