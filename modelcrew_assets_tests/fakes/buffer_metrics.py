@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from modelcrew_assets_tests.fakes.buffer import FakeBuffer, _errors
-from modelcrew_assets_tests.fakes.loopback import send_json, serving_thread
+from modelcrew_assets_tests.fakes.loopback import LoopbackServer, send_json
 
 FAKE_INSTAGRAM_TOKEN = "test-ig-token-77c1"
 
@@ -61,18 +61,14 @@ class FakeInstagram:
     page_size: int = 2
 
     def __post_init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _instagram_handler(self))
-        self._server.daemon_threads = True
-        serving_thread(self._server).start()
+        self._http = LoopbackServer(_instagram_handler(self))
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict]:
         if path == "/me/media":

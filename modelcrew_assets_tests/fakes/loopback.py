@@ -6,7 +6,7 @@ import json
 import socketserver
 import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # serve_forever checks for shutdown() this often; the stdlib's 0.5 s made every fixture's teardown wait.
 SHUTDOWN_POLL_S = 0.02
@@ -37,3 +37,21 @@ def send_json(
     handler: BaseHTTPRequestHandler, status: int, answer: object, headers: Iterable[tuple[str, str]] = ()
 ) -> None:
     send(handler, status, json.dumps(answer).encode(), "application/json", headers)
+
+
+class LoopbackServer:
+    """A threading HTTP server on a free port of 127.0.0.1, serving on a daemon thread from the start."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        serving_thread(self.server).start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -20,13 +20,13 @@ import urllib.parse
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from modelcrew_assets.generated_reels.ffmpeg import zoom_clip
-from modelcrew_assets_tests.fakes.loopback import send, send_json, serving_thread
+from modelcrew_assets_tests.fakes.loopback import LoopbackServer, send, send_json
 
 FAKE_RUNWAY_SECRET = "key_" + "0a1b2c3d" * 16
 DEFAULT_SCRIPT = ("PENDING", "THROTTLED", "RUNNING", "SUCCEEDED")
@@ -57,18 +57,14 @@ class FakeRunway:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._clips: dict[int, bytes] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        serving_thread(self._server).start()
+        self._http = LoopbackServer(_handler_for(self))
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def create(self, body: dict) -> tuple[int, dict]:
         problem = _prompt_image_problem(str(body.get("promptImage", "")))
