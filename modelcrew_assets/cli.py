@@ -17,9 +17,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from modelcrew_assets.captions.review import (
+    CaptionReviewError,
+    current_captions,
+    export_captions,
+    read_edited_captions,
+)
+from modelcrew_assets.checkpoint_evaluations.download import CheckpointNotFoundError, download_checkpoint
+from modelcrew_assets.handoffs import MissingUpstreamError, read_model_spec
 from modelcrew_assets.intake.upload import SourceFile, UploadError, UploadReport, UploadRequest, plan_upload, upload
 from modelcrew_assets.intake.upload_scan import group_uploads, is_junk_name
 from modelcrew_assets.intake.zip_intake import ZipIntakeError, ZipLimits, read_model_zip, unpack_model_zip
+from modelcrew_assets.manifest import ManifestError
 from modelcrew_assets.partitions import models_partitions
 from modelcrew_assets.resources.storage import DEFAULT_STORAGE_URL, StorageResource
 from modelcrew_assets.settings import STORAGE_URL_ENV
@@ -198,10 +207,6 @@ def _models_command(args: argparse.Namespace) -> int:
 
 
 def _download_command(args: argparse.Namespace) -> int:
-    # Imported here: the stage package loads its Dagster definitions, which other commands do not need.
-    from modelcrew_assets.checkpoint_evaluations.download import CheckpointNotFoundError, download_checkpoint
-    from modelcrew_assets.handoffs import MissingUpstreamError
-
     try:
         lora = download_checkpoint(storage_from_env(), args.model, args.out, args.step)
     except (CheckpointNotFoundError, MissingUpstreamError) as error:
@@ -214,15 +219,6 @@ def _download_command(args: argparse.Namespace) -> int:
 
 
 def _captions_command(args: argparse.Namespace) -> int:
-    from modelcrew_assets.captions.review import (
-        CaptionReviewError,
-        current_captions,
-        export_captions,
-        read_edited_captions,
-    )
-    from modelcrew_assets.handoffs import MissingUpstreamError, read_model_spec
-    from modelcrew_assets.manifest import ManifestError
-
     storage = storage_from_env()
     try:
         if args.export:

@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from modelcrew_assets.lora_checkpoints import lora_checkpoints
+from modelcrew_assets.lora_checkpoints.assets import lora_checkpoints
 from modelcrew_assets.resources.gpu import RunPodPodsResource
 from modelcrew_assets.resources.selection import resources_from_env
 from modelcrew_assets.resources.storage import StorageResource

@@ -13,7 +13,7 @@ from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformEx
 from modelcrew_assets.resources.buffer import BufferResource
 from modelcrew_assets.resources.captioner import CaptionServiceResource, SimulatedCaptionerResource
 from modelcrew_assets.resources.storage import StorageResource
-from modelcrew_assets.scheduled_posts import scheduled_posts
+from modelcrew_assets.scheduled_posts.assets import scheduled_posts
 from modelcrew_assets.scheduled_posts.posting import PostingServiceResource
 from modelcrew_assets.storage_keys import manifest_key
 from modelcrew_assets_tests.builders import jpeg_bytes, manifest_text

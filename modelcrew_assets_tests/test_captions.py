@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 import modelcrew_assets.captions.assets as caption_assets
-from modelcrew_assets.captions import captions
+from modelcrew_assets.captions.assets import captions
 from modelcrew_assets.captions.text import CLIP_TOKEN_WINDOW, clip_token_count, starts_with_trigger_once
 from modelcrew_assets.handoffs import Captions, read_index
 from modelcrew_assets.resources.captioner import CaptionerResource, SimulatedCaptionerResource

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from modelcrew_assets.checkpoint_evaluations import checkpoint_evaluations
+from modelcrew_assets.checkpoint_evaluations.assets import checkpoint_evaluations
 from modelcrew_assets.checkpoint_evaluations.grid import CELL, HEADER_HEIGHT, LABEL_WIDTH
 from modelcrew_assets.checkpoint_evaluations.report import IDENTITY_CHECK, MEMORIZATION_CHECK
 from modelcrew_assets.handoffs import (

@@ -51,6 +51,7 @@ DAEMON_STOP_S = 60
 FIRST_RUN_WAIT_S = 240  # one dry-run model: about a minute on 2 cores
 BACKFILL_WAIT_S = 300  # two models, their GPU stages one at a time through the pool
 POLL_S = 0.5
+BACKFILL_PHOTOS = 6  # the backfill test is about the pool: a small training set keeps two pipelines short
 SMALL_RUN = """
 [training]
 max_train_steps = 1000
@@ -58,6 +59,9 @@ save_every_n_steps = 250
 
 [generation]
 images = 4
+
+[reels]
+top_n = 1  # one reel shows the stage runs; each more is ~3 s of ffmpeg per model
 """
 
 
@@ -131,11 +135,20 @@ def deployment(tmp_path_factory, moto_endpoint) -> Iterator[Deployment]:
         deployment.stop_daemon()
 
 
-def upload_small_model(deployment: Deployment, name: str, tmp_path: Path) -> None:
+def upload_small_model(deployment: Deployment, name: str, tmp_path: Path, photos: int | None = None) -> None:
+    """The demo model under `name` with SMALL_RUN; `photos`: only that many of its targets (and a dataset
+    minimum to match), where a test is about scheduling rather than the training set."""
     demo = resources.files("modelcrew_assets.demo")
     manifest = demo.joinpath("model.toml").read_text().replace('"demo"', f'"{name}"', 1) + SMALL_RUN
-    (tmp_path / f"{name}.toml").write_text(manifest)
     with resources.as_file(demo) as folder:
+        targets = folder / "targets"
+        if photos is not None:
+            manifest += f"\n[dataset]\nmin_photos = {photos}\nrecommended_photos = {photos}\n"
+            targets = tmp_path / f"{name}-targets"
+            targets.mkdir()
+            for photo in sorted(p for p in (folder / "targets").iterdir() if p.name != "two-people.jpg")[:photos]:
+                shutil.copy(photo, targets / photo.name)
+        (tmp_path / f"{name}.toml").write_text(manifest)
         deployment.run(
             str(BIN / "modelcrew"),
             "upload",
@@ -143,7 +156,7 @@ def upload_small_model(deployment: Deployment, name: str, tmp_path: Path) -> Non
             "--face",
             str(folder / "face.jpg"),
             "--targets",
-            str(folder / "targets"),
+            str(targets),
             "--manifest",
             str(tmp_path / f"{name}.toml"),
         )
@@ -232,7 +245,7 @@ def test_backfill_of_new_models_queues_gpu_stages_through_the_pool(deployment, t
     # New models arrive for a backfill, not for the sensor: stop it as an operator would.
     deployment.run(str(BIN / "dagster"), "sensor", "stop", "model_uploads_sensor", "-w", "workspace.yaml")
     for name in sorted(models):
-        upload_small_model(deployment, name, tmp_path)
+        upload_small_model(deployment, name, tmp_path, photos=BACKFILL_PHOTOS)
     with deployment.instance() as instance:
         instance.add_dynamic_partitions("models", sorted(models))
     deployment.run(

@@ -11,11 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from modelcrew_assets.generated_batches import defs as generated_batches_defs
-from modelcrew_assets.generated_batches import generated_batches, nightly_generated_batches
-from modelcrew_assets.generated_batches.assets import BATCH_TAG, GeneratedBatchConfig, batch_id_for
+from modelcrew_assets.generated_batches.assets import BATCH_TAG, GeneratedBatchConfig, batch_id_for, generated_batches
 from modelcrew_assets.generated_batches.checks import BATCH_IS_COMPLETE, EVERY_IMAGE_HAS_A_RECORD
 from modelcrew_assets.generated_batches.prompt_packs import batch_json_key, image_key, record_key
+from modelcrew_assets.generated_batches.schedule import generated_batches_job, nightly_generated_batches
 from modelcrew_assets.handoffs import (
     Checkpoint,
     CheckpointEvaluations,
@@ -215,7 +214,12 @@ def test_untagged_run_renders_into_its_own_batch(local_storage, astronaut, insta
 
 def repository(storage: StorageResource) -> dg.RepositoryDefinition:
     resources = {"storage": storage, "gpu": SimulatedGpuResource()}
-    return dg.Definitions.merge(generated_batches_defs, dg.Definitions(resources=resources)).get_repository_def()
+    return dg.Definitions(
+        assets=[generated_batches],
+        jobs=[generated_batches_job],
+        schedules=[nightly_generated_batches],
+        resources=resources,
+    ).get_repository_def()
 
 
 def test_nightly_schedule_requests_one_run_per_model_with_deterministic_run_keys(local_storage, astronaut, instance):

@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from modelcrew_assets.generated_reels import ffmpeg, generated_reels
+from modelcrew_assets.generated_reels import ffmpeg
+from modelcrew_assets.generated_reels.assets import generated_reels
 from modelcrew_assets.generated_reels.ffmpeg import probe
 from modelcrew_assets.generated_reels.index import GeneratedReels
 from modelcrew_assets.generated_reels.labels import read_mp4_xmp

@@ -25,6 +25,8 @@ from modelcrew_assets.resources.gpu.executor import GPU_ALIVE_TAG
 from modelcrew_assets_tests.fakes.runpod import API_KEY, FakeRunPod
 from modelcrew_assets_tests.test_lora_checkpoints import MODEL, runpod, seed_dataset
 
+pytestmark = pytest.mark.slow  # each test starts a real run process and waits out a cancel
+
 DEFS = Path(__file__).with_name("gpu_cancel_defs.py")
 DAGSTER = Path(sys.executable).with_name("dagster")
 LIMIT_S = 60

@@ -12,7 +12,7 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from modelcrew_assets.gpu_sweeper.sensors import STALE_AFTER_SECONDS, SWEEP_INTERVAL_SECONDS, gpu_pod_sweeper
-from modelcrew_assets.lora_checkpoints import lora_checkpoints
+from modelcrew_assets.lora_checkpoints.assets import lora_checkpoints
 from modelcrew_assets.resources.gpu import (
     GpuExecutorResource,
     PodTerminationError,

@@ -9,9 +9,9 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from modelcrew_assets.captions import captions
+from modelcrew_assets.captions.assets import captions
 from modelcrew_assets.handoffs import CaptionedImage, Captions, KohyaDataset, read_index, write_index
-from modelcrew_assets.kohya_dataset import kohya_dataset
+from modelcrew_assets.kohya_dataset.assets import kohya_dataset
 from modelcrew_assets.resources.captioner import CaptionerResource
 from modelcrew_assets.storage_keys import asset_prefix, manifest_key
 from modelcrew_assets_tests.builders import manifest_text, store_swapped_faces, target_variants

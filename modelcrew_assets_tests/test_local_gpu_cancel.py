@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from modelcrew_assets.lora_checkpoints import lora_checkpoints
+from modelcrew_assets.lora_checkpoints.assets import lora_checkpoints
 from modelcrew_assets.resources.gpu import LocalGpuResource
 from modelcrew_assets.resources.storage import StorageResource
 from modelcrew_assets_tests.test_lora_checkpoints import MODEL, failure_message, seed_dataset
@@ -198,6 +198,7 @@ def test_worker_killed_mid_training_leaves_no_trainer(instance, local_storage, m
     assert left == [{}], f"processes left running after the worker was killed: {left}"
 
 
+@pytest.mark.slow
 def test_step_over_its_time_budget_leaves_no_trainer(instance, local_storage, mark):
     seed_dataset(local_storage)
     gpu = LocalGpuResource(trainer_launch=TRAINER_LAUNCH, max_runtime_minutes=0.2)

@@ -14,7 +14,7 @@ import dagster._core.pipes.utils as pipes_utils
 import pytest
 
 from modelcrew_assets.handoffs import KohyaDataset, LoraCheckpoints, read_index, write_index
-from modelcrew_assets.lora_checkpoints import lora_checkpoints
+from modelcrew_assets.lora_checkpoints.assets import lora_checkpoints
 from modelcrew_assets.lora_checkpoints.checks import EVERY_SAVE_STEP, VALID_SAFETENSORS
 from modelcrew_assets.lora_checkpoints.runtime import estimate_runtime
 from modelcrew_assets.resources.gpu import RunPodPodsResource, SimulatedGpuResource
@@ -182,6 +182,7 @@ def stored_checkpoint_hashes(storage: StorageResource) -> dict[int, str]:
     return found
 
 
+@pytest.mark.slow
 def test_pod_lost_mid_training_is_retried_and_resumes_from_the_stored_checkpoints(s3_storage, fake_runpod, instance):
     seed_dataset(s3_storage)
     fake_runpod.pod_env["MODELCREW_STANDIN_STEP_SECONDS"] = "0.01"

@@ -13,7 +13,7 @@ from PIL import Image
 from modelcrew_assets.definitions import defs
 from modelcrew_assets.handoffs import GeneratedBatch, GeneratedImage, PlatformExports, read_index, write_index
 from modelcrew_assets.manifest import parse_manifest
-from modelcrew_assets.platform_exports import platform_exports
+from modelcrew_assets.platform_exports.assets import platform_exports
 from modelcrew_assets.platform_exports.labels import TRAINED_ALGORITHMIC_MEDIA, read_digital_source_type, read_xmp_label
 from modelcrew_assets.platform_exports.scheduler_csv import COLUMNS, read_manifest_csv
 from modelcrew_assets.platform_exports.stage import export_batch, export_settings

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from modelcrew_assets import asset_names
 from modelcrew_assets.imaging import ImageInputError, decode_image
 from modelcrew_assets.intake.upload_scan import ModelUploads
-from modelcrew_assets.resources.storage import StorageResource
+from modelcrew_assets.object_store import Storage
 from modelcrew_assets.resources.storage_backends import sha256_hex
 
 ASSET = asset_names.SWAPPED_FACES
@@ -68,13 +68,13 @@ def cache_key(target_sha256: str, face_sha256: str, options: SwapOptions) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def read_input(storage: StorageResource, key: str) -> SwapInput:
+def read_input(storage: Storage, key: str) -> SwapInput:
     """Read and decode one image; ImageInputError names the key and says what to do."""
     data = storage.get_bytes(key)
     return SwapInput(key=key, data=data, sha256=sha256_hex(data), image=decode_image(data, key))
 
 
-def load_inputs(storage: StorageResource, uploads: ModelUploads, options: SwapOptions) -> SwapInputs:
+def load_inputs(storage: Storage, uploads: ModelUploads, options: SwapOptions) -> SwapInputs:
     """The first face image (sorted) and every readable target; unreadable targets are listed, not fatal."""
     face = read_input(storage, uploads.faces[0].key)
     keys = [obj.key for obj in uploads.targets]
@@ -94,7 +94,7 @@ def load_inputs(storage: StorageResource, uploads: ModelUploads, options: SwapOp
     return SwapInputs(face=face, targets=targets, unreadable=tuple(unreadable))
 
 
-def _try_read(storage: StorageResource, key: str) -> SwapInput | str:
+def _try_read(storage: Storage, key: str) -> SwapInput | str:
     try:
         return read_input(storage, key)
     except ImageInputError as error:
