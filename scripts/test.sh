@@ -9,5 +9,5 @@ command -v exiftool >/dev/null || (apt-get update -qq && apt-get install -y -qq 
 # Lint and format first (ruff, configured in pyproject.toml): seconds, and a failure names the file and line.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# worksteal: a worker that runs out of tests takes queued ones from the other, so neither idles at the end.
+# worksteal: a worker that runs out of tests takes queued ones from the others, so none idles at the end.
 exec .venv/bin/python -m pytest -n 3 --dist worksteal "$@"
