@@ -274,5 +274,7 @@ def test_worker_batch_renders_with_the_chosen_lora_and_skips_what_is_stored(
         assert (record["generator"], record["base_model"], record["dry_run"]) == ("diffusers", "tiny-sdxl", False)
         assert record["checkpoint_key"] == LORA_KEY and record["lora_weight"] == 0.8
     assert (messages[-1]["rendered"], messages[-1]["generator"]) == (2, "diffusers")
+    # Every image stored: the rerun needs neither the checkpoint (gone now) nor the pipeline.
+    (root / LORA_KEY).unlink()
     again, error = run_worker(extras, root, command="batch")
     assert error is None and (again[-1]["rendered"], again[-1]["skipped"]) == (0, 2)

@@ -100,7 +100,7 @@ def run(pipes: PipesContext) -> None:
         log(f"image {message.index:04d} done in {message.seconds:.1f} s")
 
     try:
-        outcome, generator = _render_all(extras, started, log, report)
+        outcome = _render_all(extras, started, log, report)
     except Exception as error:
         text = str(error) if isinstance(error, (WorkerError, JobError)) else f"{type(error).__name__}: {error}"
         pipes.report_custom_message(BatchResult(ok=False, error=text, log_tail=tuple(tail)).model_dump(mode="json"))
@@ -110,13 +110,13 @@ def run(pipes: PipesContext) -> None:
             f"stopped by {outcome.stopped_by} after {outcome.rendered} images; the rest waits for the next run"
         )
     done = BatchResult(
-        ok=True, generator=generator, rendered=outcome.rendered, skipped=outcome.skipped,
+        ok=True, generator=extras["generator"], rendered=outcome.rendered, skipped=outcome.skipped,
         stopped_by=outcome.stopped_by, render_seconds=round(outcome.render_seconds, 3),
     )  # fmt: skip
     pipes.report_custom_message(done.model_dump(mode="json"))
 
 
-def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple[BatchOutcome, str]:
+def _render_all(extras: Mapping[str, Any], started: float, log, report) -> BatchOutcome:
     store = open_store(extras["storage_url"])
     prefix: str = extras["output_prefix"]
     checkpoint = extras["checkpoint"]
@@ -124,6 +124,12 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
     jobs = [BatchJob.from_mapping(job) for job in extras["jobs"]]
     generator = extras["generator"]
     check_generator(generator)  # before the checkpoint download
+    stored = {item.key for item in store.list(prefix)}
+    if all(job.output_key in stored and job.record_key in stored for job in jobs):
+        # A rerun after the last image was stored: no checkpoint download and no pipeline load, which on a
+        # pod is a minute or more of paid GPU time for nothing.
+        log(f"all {len(jobs)} images are stored already; nothing to render")
+        return BatchOutcome(0, len(jobs), None, 0.0)
     with tempfile.TemporaryDirectory(prefix="modelcrew-batch-") as scratch_dir:
         scratch = Path(scratch_dir)
         lora = scratch / "lora" / posixpath.basename(checkpoint["key"])
@@ -151,7 +157,7 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> tuple
         outcome = render_batch(
             store, render, jobs, provenance, prefix, report, extras.get("max_gpu_minutes"), started=started
         )
-    return outcome, renderer.name
+    return outcome
 
 
 def _faces(store: ObjectStore, keys: Sequence[str], scratch: Path) -> list:
