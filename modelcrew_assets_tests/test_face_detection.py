@@ -2,10 +2,13 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from modelcrew_assets.face_detection import (
+    detect,
     detect_faces,
+    detect_largest,
     largest_face,
     prominent_faces,
     working_scale,
@@ -43,6 +46,22 @@ def test_the_largest_face_comes_first_even_when_sizes_differ_by_six_percent(astr
         faces = detect_faces(photo)
         assert len(faces) == 2
         assert (faces[0].x < 512) == (left.width == 512)
+
+
+def test_the_quick_largest_face_search_finds_the_same_face_with_the_same_landmarks(astronaut):
+    """detect_largest scans a half-size copy first; its landmarks, placed on the full working copy, are the
+    full search's to within a few pixels, for a large face, the larger of two and a face too small for the
+    half-size copy (which falls back to the full search)."""
+    pair = Image.new("RGB", (1100, 600), "white")
+    pair.paste(astronaut, (0, 40))
+    pair.paste(ImageOps.mirror(astronaut.resize((300, 300))), (700, 200))
+    small_face = Image.new("RGB", (2400, 2400), "white")
+    small_face.paste(astronaut.resize((1000, 1000)), (600, 600))  # found at full size only
+    for photo in (astronaut, pair, small_face):
+        full, quick = detect(photo), detect_largest(photo)
+        assert len(quick.faces) == 1 and quick.pixels.shape == full.pixels.shape
+        points = [[(p.x, p.y) for p in face.parts()] for face in (full.faces[0], quick.faces[0])]
+        assert np.abs(np.subtract(*points)).max() <= 3
 
 
 def test_a_photo_without_a_face_has_none():

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from modelcrew_assets.face_detection import detect
+from modelcrew_assets.face_detection import detect_largest
 from modelcrew_assets.face_models import resnet_descriptor
 from modelcrew_assets.worker.messages import DLIB_EMBEDDER, SFACE_EMBEDDER
 
@@ -51,7 +51,7 @@ class DlibEmbedder:
     baseline = 0.85
 
     def embed(self, image: Image.Image) -> np.ndarray | None:
-        detection = detect(image)
+        detection = detect_largest(image)
         if not detection.faces:
             return None
         vector = np.asarray(
