@@ -104,15 +104,15 @@ def detect_largest(image: Image.Image, min_score: float = MIN_SCORE) -> Detectio
     the landmarks are then placed on the full working copy, so the descriptor sees the same pixels as after
     detect(). A photo whose faces are all smaller than that gets detect()'s full search."""
     scale = working_scale(image.size)
-    coarse = scale / 2
-    if min(image.size) * scale < _DETECT_SHORT_SIDE:  # a copy already held small (tiny or panoramic photo)
+    if scale < _DETECT_SHORT_SIDE / min(image.size):  # a copy already held small (tiny or panoramic photo)
         return detect(image, min_score)
-    rectangles, _, _ = frontal_face_detector().run(_scaled(image, coarse), 0, min_score)
+    coarse = _scaled(image, scale / 2)
+    rectangles, _, _ = frontal_face_detector().run(coarse, 0, min_score)
     if not rectangles:
         return detect(image, min_score)
     pixels = _scaled(image, scale)
     largest = max(rectangles, key=lambda rectangle: rectangle.area())
-    ratio = pixels.shape[1] / round(image.width * coarse)
+    ratio = pixels.shape[1] / coarse.shape[1]
     box = dlib.rectangle(
         round(largest.left() * ratio), round(largest.top() * ratio),
         round(largest.right() * ratio), round(largest.bottom() * ratio),
