@@ -53,3 +53,26 @@ def test_only_the_selection_module_reads_the_dry_run_switch():
         if "dry_run_from_env" in path.read_text() or "DRY_RUN_ENV" in path.read_text()
     )
     assert readers == ["resources/selection.py", "settings.py"]
+
+
+# Storage-only modules: they take the `Storage` protocol, so importing one needs neither Dagster nor any stage's
+# assets (the stage packages' __init__ modules import nothing).
+PURE_MODULES = [
+    "modelcrew_assets.handoffs",
+    "modelcrew_assets.swapped_faces.ledger",
+    "modelcrew_assets.swapped_faces.inputs",
+    "modelcrew_assets.swapped_faces.curation",
+    "modelcrew_assets.platform_exports.stage",
+    "modelcrew_assets.scheduled_posts.ledger",
+    "modelcrew_assets.generated_reels.ledger",
+    "modelcrew_assets.generated_batches.progress",
+    "modelcrew_assets.checkpoint_evaluations.selection",
+    "modelcrew_assets.checkpoint_evaluations.download",
+]
+
+
+def test_storage_only_modules_import_without_dagster():
+    code = f"import sys\nfor name in {PURE_MODULES!r}: __import__(name)\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster')[:3])"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]", f"imported Dagster: {completed.stdout}"
