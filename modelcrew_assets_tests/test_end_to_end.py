@@ -63,6 +63,20 @@ images = 4
 [reels]
 top_n = 1  # one reel shows the stage runs; each more is ~3 s of ffmpeg per model
 """
+# The backfill test is about the pool, not the outputs: two images and no reel still run every stage once
+# per model. Training keeps SMALL_RUN's four checkpoints: with two the evaluation finds no sweet spot and its
+# blocking check stops the run.
+BACKFILL_RUN = """
+[training]
+max_train_steps = 1000
+save_every_n_steps = 250
+
+[generation]
+images = 2
+
+[reels]
+top_n = 0
+"""
 
 
 @dataclass
@@ -135,11 +149,13 @@ def deployment(tmp_path_factory, moto_endpoint) -> Iterator[Deployment]:
         deployment.stop_daemon()
 
 
-def upload_small_model(deployment: Deployment, name: str, tmp_path: Path, photos: int | None = None) -> None:
-    """The demo model under `name` with SMALL_RUN; `photos`: only that many of its targets (and a dataset
-    minimum to match), where a test is about scheduling rather than the training set."""
+def upload_small_model(
+    deployment: Deployment, name: str, tmp_path: Path, photos: int | None = None, run: str = SMALL_RUN
+) -> None:
+    """The demo model under `name` with `run`'s settings; `photos`: only that many of its targets (and a
+    dataset minimum to match), where a test is about scheduling rather than the training set."""
     demo = resources.files("modelcrew_assets.demo")
-    manifest = demo.joinpath("model.toml").read_text().replace('"demo"', f'"{name}"', 1) + SMALL_RUN
+    manifest = demo.joinpath("model.toml").read_text().replace('"demo"', f'"{name}"', 1) + run
     with resources.as_file(demo) as folder:
         targets = folder / "targets"
         if photos is not None:
@@ -245,7 +261,7 @@ def test_backfill_of_new_models_queues_gpu_stages_through_the_pool(deployment, t
     # New models arrive for a backfill, not for the sensor: stop it as an operator would.
     deployment.run(str(BIN / "dagster"), "sensor", "stop", "model_uploads_sensor", "-w", "workspace.yaml")
     for name in sorted(models):
-        upload_small_model(deployment, name, tmp_path, photos=BACKFILL_PHOTOS)
+        upload_small_model(deployment, name, tmp_path, photos=BACKFILL_PHOTOS, run=BACKFILL_RUN)
     with deployment.instance() as instance:
         instance.add_dynamic_partitions("models", sorted(models))
     deployment.run(
