@@ -1,6 +1,7 @@
 """The platform as the studio runs it: `modelcrew upload` into S3 (moto), the Dagster daemon's sensor
-starts the run, every stage runs in dry-run to platform_exports; then lineage, metadata and secrets.
-A second test backfills two new models with the `gpu` pool at 1."""
+starts the run, every stage runs in dry-run to platform_exports; then lineage, metadata and secrets. While
+that run goes, a backfill of a second model runs beside it, and the `gpu` pool at 1 keeps their GPU stages
+apart. One test, not two: every dry-run pipeline more keeps both cores busy for most of a minute."""
 
 from __future__ import annotations
 
@@ -44,14 +45,14 @@ SENTINELS = {
     "RUNPOD_API_KEY": "sentinel-runpod-c4e2",
     "MODELCREW_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hooks/sentinel-webhook-55d1",
 }
-# Every wait below has a deadline, and each test's pytest timeout covers the sum of its waits plus the
+# Every wait below has a deadline, and the test's pytest timeout covers the sum of its waits plus the
 # daemon's shutdown, so a slow machine fails with the wait's own message, not pytest's.
 CLI_TIMEOUT_S = 60  # a `modelcrew` or `dagster` CLI call takes 2-6 s
 DAEMON_STOP_S = 60
-FIRST_RUN_WAIT_S = 240  # one dry-run model: about a minute on 2 cores
-BACKFILL_WAIT_S = 300  # two models, their GPU stages one at a time through the pool
+SENSOR_RUN_WAIT_S = 90  # the sensor's first tick after the daemon starts launches the run
+BOTH_RUNS_WAIT_S = 300  # two dry-run models, about a minute each on 2 cores, GPU stages one at a time
 POLL_S = 0.5
-BACKFILL_PHOTOS = 6  # the backfill test is about the pool: a small training set keeps two pipelines short
+BACKFILL_PHOTOS = 6  # the backfilled model is about the pool: a small training set keeps its pipeline short
 SMALL_RUN = """
 [training]
 max_train_steps = 1000
@@ -63,8 +64,8 @@ images = 4
 [reels]
 top_n = 1  # one reel shows the stage runs; each more is ~3 s of ffmpeg per model
 """
-# The backfill test is about the pool, not the outputs: two images and no reel still run every stage once
-# per model. Training keeps SMALL_RUN's four checkpoints: with two the evaluation finds no sweet spot and its
+# The backfilled model is about the pool, not the outputs: two images and no reel still run every stage
+# once. Training keeps SMALL_RUN's four checkpoints: with two the evaluation finds no sweet spot and its
 # blocking check stops the run.
 BACKFILL_RUN = """
 [training]
@@ -179,24 +180,23 @@ def upload_small_model(
 
 
 def wait_for_runs(
-    deployment: Deployment, partitions: set[str], timeout_s: float, tag: str | None = None
+    deployment: Deployment, partitions: set[str], timeout_s: float, finished: bool = True
 ) -> list[dg.DagsterRun]:
-    """Wait until every partition has a finished run (with `tag`, if given); fail early on a failed one."""
+    """Wait until every partition has a run, a finished one unless `finished` is False; fail early on a
+    failed one."""
     deadline = time.monotonic() + timeout_s
     with deployment.instance() as instance:
         while time.monotonic() < deadline:
-            runs = [
-                r
-                for r in instance.get_runs()
-                if r.tags.get("dagster/partition") in partitions and (tag is None or tag in r.tags)
-            ]
+            runs = [r for r in instance.get_runs() if r.tags.get("dagster/partition") in partitions]
             failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
             assert not failed, f"run failed: {failed[0].run_id}\n{deployment.daemon_log.read_text()[-3000:]}"
-            done = {r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
+            done = {
+                r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.SUCCESS or not finished
+            }
             if done == partitions:
                 return runs
             time.sleep(POLL_S)
-    raise AssertionError(f"runs for {sorted(partitions)} did not finish in {timeout_s}s")
+    raise AssertionError(f"runs for {sorted(partitions)} did not {'finish' if finished else 'start'} in {timeout_s}s")
 
 
 def materialization(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.AssetMaterialization:
@@ -207,12 +207,35 @@ def materialization(instance: dg.DagsterInstance, asset: str, partition: str) ->
     return records[0].asset_materialization
 
 
-@pytest.mark.timeout(CLI_TIMEOUT_S + FIRST_RUN_WAIT_S + DAEMON_STOP_S)
-def test_upload_to_exports_through_the_daemon_with_lineage_and_no_secret_anywhere(deployment, tmp_path):
+@pytest.mark.timeout(4 * CLI_TIMEOUT_S + SENSOR_RUN_WAIT_S + BOTH_RUNS_WAIT_S + DAEMON_STOP_S)  # 4 CLI calls, waits
+def test_upload_runs_through_the_daemon_and_a_backfill_shares_its_gpu_pool_with_lineage_and_no_secret(
+    deployment, tmp_path
+):
     upload_small_model(deployment, "e2e", tmp_path)
     deployment.start_daemon()
-    [run] = wait_for_runs(deployment, {"e2e"}, timeout_s=FIRST_RUN_WAIT_S)
+    wait_for_runs(deployment, {"e2e"}, timeout_s=SENSOR_RUN_WAIT_S, finished=False)
+    # A new model arrives for a backfill, not for the sensor: stop it as an operator would. The sensor's run is
+    # still going, so the backfill's GPU stages contend with it for the pool.
+    deployment.run(str(BIN / "dagster"), "sensor", "stop", "model_uploads_sensor", "-w", "workspace.yaml")
+    upload_small_model(deployment, "bf-one", tmp_path, photos=BACKFILL_PHOTOS, run=BACKFILL_RUN)
+    with deployment.instance() as instance:
+        instance.add_dynamic_partitions("models", ["bf-one"])
+    deployment.run(
+        str(BIN / "dagster"),
+        "job",
+        "backfill",
+        "-j",
+        "model_pipeline",
+        "-w",
+        "workspace.yaml",
+        "--partitions",
+        "bf-one",
+        "--noprompt",
+    )
+    runs = {r.tags["dagster/partition"]: r for r in wait_for_runs(deployment, {"e2e", "bf-one"}, BOTH_RUNS_WAIT_S)}
+    run = runs["e2e"]
     assert run.tags["dagster/sensor_name"] == "model_uploads_sensor"
+    assert "dagster/backfill" in runs["bf-one"].tags
 
     with deployment.instance() as instance:
         assert "e2e" in instance.get_dynamic_partitions("models")
@@ -246,6 +269,8 @@ def test_upload_to_exports_through_the_daemon_with_lineage_and_no_secret_anywher
         assert "| two-people.jpg | excluded | 2 faces |" in events["swapped_faces"].metadata["verdicts"].value
         assert events["kohya_dataset"].metadata["photo_count"].value >= 15
         assert not _failed_checks(instance, run.run_id)
+        assert materialization(instance, "platform_exports", "bf-one").metadata["dry_run"].value is True
+        _assert_gpu_steps_never_overlapped(instance, list(runs.values()))
 
     storage_keys = _bucket_keys(deployment)
     assert any(key.endswith(".safetensors") for key in storage_keys)
@@ -253,43 +278,20 @@ def test_upload_to_exports_through_the_daemon_with_lineage_and_no_secret_anywher
     _assert_no_sentinel(deployment, storage_keys)
 
 
-@pytest.mark.timeout(5 * CLI_TIMEOUT_S + BACKFILL_WAIT_S + DAEMON_STOP_S)  # 5 CLI calls, then the runs
-def test_backfill_of_new_models_queues_gpu_stages_through_the_pool(deployment, tmp_path):
-    # Two runs at once are enough to contend for the pool; each more costs a whole pipeline of CI time.
-    models = {"bf-one", "bf-two"}
-    deployment.start_daemon()
-    # New models arrive for a backfill, not for the sensor: stop it as an operator would.
-    deployment.run(str(BIN / "dagster"), "sensor", "stop", "model_uploads_sensor", "-w", "workspace.yaml")
-    for name in sorted(models):
-        upload_small_model(deployment, name, tmp_path, photos=BACKFILL_PHOTOS, run=BACKFILL_RUN)
-    with deployment.instance() as instance:
-        instance.add_dynamic_partitions("models", sorted(models))
-    deployment.run(
-        str(BIN / "dagster"),
-        "job",
-        "backfill",
-        "-j",
-        "model_pipeline",
-        "-w",
-        "workspace.yaml",
-        "--partitions",
-        ",".join(sorted(models)),
-        "--noprompt",
-    )
-    runs = wait_for_runs(deployment, models, timeout_s=BACKFILL_WAIT_S, tag="dagster/backfill")
-    with deployment.instance() as instance:
-        intervals = []
-        for run in runs:
-            starts = {}
-            for record in instance.all_logs(run.run_id):
-                event = record.dagster_event
-                if event is None or event.step_key not in GPU_STEPS:
-                    continue
-                if event.event_type == dg.DagsterEventType.STEP_START:
-                    starts[event.step_key] = record.timestamp
-                elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-                    intervals.append((starts[event.step_key], record.timestamp, run.run_id, event.step_key))
-    assert len(intervals) == len(models) * len(GPU_STEPS)
+def _assert_gpu_steps_never_overlapped(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> None:
+    """From the event log: every GPU step of every run ran, and no two held the `gpu` pool at once."""
+    intervals = []
+    for run in runs:
+        starts = {}
+        for record in instance.all_logs(run.run_id):
+            event = record.dagster_event
+            if event is None or event.step_key not in GPU_STEPS:
+                continue
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                starts[event.step_key] = record.timestamp
+            elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                intervals.append((starts[event.step_key], record.timestamp, run.run_id, event.step_key))
+    assert len(intervals) == len(runs) * len(GPU_STEPS)
     intervals.sort()
     for (_, end, *first), (start, _, *second) in zip(intervals, intervals[1:], strict=False):
         assert start >= end, f"{first} and {second} held the gpu pool at the same time"

@@ -7,8 +7,10 @@ and the session policy passed to AssumeRole (moto stores that policy but never e
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import boto3
 import pytest
 import requests
 from moto.iam.access_control import AssumedRoleAccessKey, IAMPolicy, IAMRequestBase, PermissionResult
+from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 from moto.sts.models import sts_backends
 
@@ -31,15 +34,33 @@ _TRUST_ANY_USER = {
 }
 
 
+def _atomic_put_object(put_object):
+    """S3 decides a conditional PUT (If-None-Match: *) atomically: of writers racing for one key exactly one
+    succeeds and the others get 412. moto checks for the key and then writes it, each request on its own
+    server thread, so two racing writers could both pass the check (seen: 2 winners of 8). One lock around
+    moto's PUT makes its check and write one step, as on S3."""
+    lock = threading.Lock()
+
+    @functools.wraps(put_object)
+    def locked(self):
+        with lock:
+            return put_object(self)
+
+    return locked
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     # moto logs every request (presigned URLs included): keep test output to what matters.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    unlocked = S3Response.put_object
+    S3Response.put_object = _atomic_put_object(unlocked)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+    S3Response.put_object = unlocked
 
 
 @pytest.fixture(scope="session")
