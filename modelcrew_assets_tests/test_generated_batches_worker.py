@@ -6,7 +6,7 @@ import json
 
 from modelcrew_assets.generated_batches.prompt_packs import image_key, record_key
 from modelcrew_assets.object_store import ObjectStore
-from modelcrew_assets.worker.batch import render_batch
+from modelcrew_assets.worker.batch import render_batch, stored_keys
 from modelcrew_assets.worker.jobs import BatchJob
 from modelcrew_assets.worker.messages import GENERATED_IMAGE
 
@@ -54,7 +54,9 @@ def test_worker_skips_indices_already_stored_with_their_record(tmp_path):
         (tmp_path / record_key("blondie", "b1", index)).write_text("{}")
     (tmp_path / image_key("blondie", "b1", 3)).write_bytes(b"image without a record: rendered again")
     clock, messages = FakeClock(1.0), []
-    outcome = render_batch(store, clock.render, jobs(4), PROVENANCE, PREFIX, messages.append, clock=clock)
+    outcome = render_batch(
+        store, clock.render, jobs(4), PROVENANCE, stored_keys(store, PREFIX), messages.append, clock=clock
+    )
     assert (outcome.rendered, outcome.skipped, outcome.stopped_by) == (2, 2, None)
     assert [m.index for m in messages if m.type == GENERATED_IMAGE] == [1, 3]
     assert (tmp_path / image_key("blondie", "b1", 0)).read_bytes() == b"old"
@@ -65,7 +67,7 @@ def test_time_cap_stops_after_the_image_in_flight(tmp_path):
     store = ObjectStore.from_url(f"file://{tmp_path}")
     clock, messages = FakeClock(10.0), []
     outcome = render_batch(
-        store, clock.render, jobs(10), PROVENANCE, PREFIX, messages.append, max_gpu_minutes=0.5, clock=clock
+        store, clock.render, jobs(10), PROVENANCE, set(), messages.append, max_gpu_minutes=0.5, clock=clock
     )
     # Images start at t=0, 10 and 20 s; the one started at 20 s finishes at 30 s, then nothing new starts.
     assert (outcome.rendered, outcome.stopped_by) == (3, "max_gpu_minutes")
@@ -75,7 +77,7 @@ def test_time_cap_stops_after_the_image_in_flight(tmp_path):
 def test_each_record_follows_its_image_with_job_settings_and_provenance(tmp_path):
     store = ObjectStore.from_url(f"file://{tmp_path}")
     clock = FakeClock(2.5)
-    render_batch(store, clock.render, jobs(1), PROVENANCE, PREFIX, lambda message: None, clock=clock)
+    render_batch(store, clock.render, jobs(1), PROVENANCE, set(), lambda message: None, clock=clock)
     record = json.loads((tmp_path / record_key("blondie", "b1", 0)).read_text())
     assert record["key"] == PREFIX + "0000.png" and record["seed"] == 100 and record["sampler"] == "euler_a"
     assert record["checkpoint_sha256"] == "c" * 64 and record["seconds"] == 2.5 and record["created_at"]

@@ -14,7 +14,7 @@ import posixpath
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,16 +49,15 @@ def render_batch(
     render: Render,
     jobs: Sequence[BatchJob],
     provenance: Mapping[str, Any],
-    prefix: str,
+    stored: Collection[str],
     report: Callable[[BatchImageStored], None],
     max_gpu_minutes: float | None = None,
     started: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> BatchOutcome:
-    """Render every job whose image or record is not yet stored, in order. `provenance` holds the fields
-    every record shares (checkpoint, base model, generator, dry_run)."""
+    """Render every job whose image or record is not among the `stored` keys, in order. `provenance` holds
+    the fields every record shares (checkpoint, base model, generator, dry_run)."""
     started = clock() if started is None else started
-    stored = {item.key for item in store.list(prefix)}
     rendered = skipped = 0
     render_seconds = 0.0
     for job in jobs:
@@ -84,6 +83,10 @@ def render_batch(
         render_seconds += seconds
         report(BatchImageStored(index=job.index, key=job.output_key, sha256=sha256, seconds=round(seconds, 3)))
     return BatchOutcome(rendered, skipped, None, render_seconds)
+
+
+def stored_keys(store: ObjectStore, prefix: str) -> set[str]:
+    return {item.key for item in store.list(prefix)}
 
 
 def run(pipes: PipesContext) -> None:
@@ -124,7 +127,8 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> Batch
     jobs = [BatchJob.from_mapping(job) for job in extras["jobs"]]
     generator = extras["generator"]
     check_generator(generator)  # before the checkpoint download
-    stored = {item.key for item in store.list(prefix)}
+    # Listed once: what is stored decides both whether to load at all and which jobs to render.
+    stored = stored_keys(store, prefix)
     if all(job.output_key in stored and job.record_key in stored for job in jobs):
         # A rerun after the last image was stored: no checkpoint download and no pipeline load, which on a
         # pod is a minute or more of paid GPU time for nothing.
@@ -155,7 +159,7 @@ def _render_all(extras: Mapping[str, Any], started: float, log, report) -> Batch
             return png_bytes(renderer.render(job))
 
         outcome = render_batch(
-            store, render, jobs, provenance, prefix, report, extras.get("max_gpu_minutes"), started=started
+            store, render, jobs, provenance, stored, report, extras.get("max_gpu_minutes"), started=started
         )
     return outcome
 
